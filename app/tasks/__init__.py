@@ -1,0 +1,1 @@
+"""One module per capability: text -> model rows -> decode -> result. numpy only."""

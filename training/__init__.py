@@ -1,0 +1,1 @@
+"""Training, evaluation and ONNX export (needs the `train` extra: torch, transformers, onnx)."""

@@ -1,0 +1,56 @@
+"""`zhserve train TASK ...` and `zhserve export TASK ...`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.paths import DATA, ROOT, RUNS
+
+DUIE = DATA / "ie" / "duie2"
+
+
+def train_main(task: str, argv: list[str]) -> None:
+    if task == "embeddings":
+        p = argparse.ArgumentParser(prog="zhserve train embeddings", description="char vocab + word2vec vectors")
+        p.add_argument("--out", default=str(RUNS / "embeddings"))
+        p.add_argument("--max-chars", type=int, default=20_000_000, help="corpus characters to train on")
+        p.add_argument("--task-data", nargs="*", default=[str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")],
+                       help="task texts added to the corpus (train split only)")
+        a = p.parse_args(argv)
+        from training.embeddings import main
+        from training.extract.data import read_jsonl, split_of
+
+        texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if split_of(r["text"]) == "train"]
+        main(Path(a.out), texts, max_chars=a.max_chars)
+    elif task == "extract":
+        from dataclasses import fields
+
+        from training.extract.train import TrainConfig, train
+
+        p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
+        p.add_argument("--data", nargs="+", default=[str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")])
+        p.add_argument("--schema", default=str(DUIE / "schema.json"))
+        p.add_argument("--out", default=str(RUNS / "extract"))
+        for f in fields(TrainConfig):
+            if f.name not in ("data", "schema", "out"):
+                p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
+                               default=f.default)
+        train(TrainConfig(**vars(p.parse_args(argv))))
+    else:
+        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract)")
+
+
+def export_main(task: str, argv: list[str]) -> None:
+    if task != "extract":
+        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract)")
+    p = argparse.ArgumentParser(prog="zhserve export extract", description="tune thresholds, export ONNX, write model.json")
+    p.add_argument("--run", default=str(RUNS / "extract"), help="training output folder")
+    p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--name", default="extract")
+    p.add_argument("--data", nargs="+", default=[str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")])
+    p.add_argument("--command", default="", help="training command to record in model.json")
+    a = p.parse_args(argv)
+    from training.extract.export import export
+
+    export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)

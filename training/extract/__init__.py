@@ -1,0 +1,1 @@
+"""Relation extraction: DGCNN encoder + "half-pointer, half-tagging" probabilistic graph."""

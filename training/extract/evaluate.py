@@ -1,0 +1,104 @@
+"""Micro precision/recall/F1 over exact (subject, predicate, full object) triples, and the PyTorch
+predictor used for checkpoint selection and threshold tuning during training."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+import numpy as np
+
+from app.tasks.extract_decode import MAX_SUBJECTS, Span, Thresholds, build_triples, find_subjects
+from app.tasks.extract_schema import Schema, triple_key
+from app.text import CharVocab
+
+
+def prf(predicted: Iterable[set], gold: Iterable[set]) -> dict[str, float]:
+    """Micro-averaged precision, recall and F1 of per-sentence sets of triple keys."""
+    tp = n_pred = n_gold = 0
+    for p, g in zip(predicted, gold, strict=True):
+        tp, n_pred, n_gold = tp + len(p & g), n_pred + len(p), n_gold + len(g)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+
+
+def keys(triples: Iterable) -> set:
+    """Triple keys from predicted dicts or gold (subject, predicate, object) tuples."""
+    out = set()
+    for t in triples:
+        if isinstance(t, dict):
+            out.add(triple_key(t["subject"], t["predicate"], t["object"]))
+        else:
+            out.add(triple_key(*t))
+    return out
+
+
+class TorchPredictor:
+    """Runs a DGCNNExtractor on texts, caching probabilities so thresholds can be tuned cheaply."""
+
+    def __init__(self, net, vocab: CharVocab, schema: Schema, batch_size: int = 64):
+        import torch
+
+        self.torch, self.net, self.vocab, self.schema = torch, net.eval(), vocab, schema
+        self.batch_size = batch_size
+        self.encoded: dict[str, tuple] = {}
+        self.objects: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def _encode(self, texts: list[str]) -> None:
+        torch = self.torch
+        todo = sorted({t for t in texts if t not in self.encoded}, key=len)
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            ids = np.zeros((len(chunk), max(len(t) for t in chunk)), dtype=np.int64)
+            for b, t in enumerate(chunk):
+                ids[b, : len(t)] = self.vocab.encode(t)
+            with torch.no_grad():
+                hidden, mask = self.net.encode(torch.from_numpy(ids))
+                probs = torch.sigmoid(self.net.subject_logits(hidden, mask))
+            for b, t in enumerate(chunk):
+                self.encoded[t] = (probs[b, : len(t)].numpy(), hidden[b : b + 1, : len(t)], mask[b : b + 1, : len(t)])
+
+    def _objects(self, text: str, spans: list[Span]) -> list[np.ndarray]:
+        todo = [s for s in spans if (text, s.start, s.end) not in self.objects]
+        if todo:
+            _, hidden, mask = self.encoded[text]
+            n = len(todo)
+            with self.torch.no_grad():
+                subject = self.torch.tensor([[s.start, s.end] for s in todo])
+                probs = self.torch.sigmoid(self.net.object_logits(hidden.expand(n, -1, -1), mask.expand(n, -1), subject))
+            for s, p in zip(todo, probs.numpy(), strict=True):
+                self.objects[(text, s.start, s.end)] = p
+        return [self.objects[(text, s.start, s.end)] for s in spans]
+
+    def predict(self, texts: list[str], th: Thresholds) -> list[list[dict]]:
+        self._encode(texts)
+        results = []
+        for text in texts:
+            triples = []
+            spans = find_subjects(self.encoded[text][0], th)[:MAX_SUBJECTS]
+            for span, probs in zip(spans, self._objects(text, spans), strict=True):
+                triples += build_triples(text, span, probs, self.schema, th)
+            results.append(triples)
+        return results
+
+
+def evaluate_torch(net, vocab: CharVocab, schema: Schema, examples, th: Thresholds) -> dict[str, float]:
+    predictor = TorchPredictor(net, vocab, schema)
+    predicted = predictor.predict([e.text for e in examples], th)
+    return prf(map(keys, predicted), (keys(e.triples) for e in examples))
+
+
+def tune_thresholds(net, vocab: CharVocab, schema: Schema, examples,
+                    grid=(0.3, 0.4, 0.5, 0.6)) -> tuple[Thresholds, dict[str, float]]:
+    """Grid search of start/end thresholds (shared by subjects and objects) for the best dev F1."""
+    predictor = TorchPredictor(net, vocab, schema)
+    texts, gold = [e.text for e in examples], [keys(e.triples) for e in examples]
+    best = (Thresholds(), {"f1": -1.0})
+    for start, end in itertools.product(grid, grid):
+        th = Thresholds(start, end, start, end)
+        scores = prf(map(keys, predictor.predict(texts, th)), gold)
+        if scores["f1"] > best[1]["f1"]:
+            best = (th, scores)
+    return best

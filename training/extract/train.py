@@ -1,0 +1,172 @@
+"""Training loop for the DGCNN extractor: one sampled subject per sentence per step, EMA weights,
+checkpoint selection and threshold tuning on the dev split. Resumable from its last checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from app.tasks.extract_decode import Thresholds
+from app.tasks.extract_schema import Schema
+from app.text import CharVocab
+from training.extract.data import Example, load_examples, split_of
+from training.extract.evaluate import evaluate_torch
+from training.extract.model import DGCNNConfig, DGCNNExtractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    schema: str
+    out: str
+    embeddings: str | None = None  # folder with vocab.txt + char_vectors.npy (training/embeddings.py)
+    hidden: int = 128
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    max_len: int = 256
+    max_minutes: float = 0.0  # stop after this long (0: no limit); the best checkpoint is kept
+    eval_every: int = 1
+    seed: int = 1
+    threads: int = 0  # torch threads (0: torch's default)
+    limit: int = 0  # use only the first N training examples (tests)
+
+
+def tensors(batch: list[Example], vocab: CharVocab, num_labels: int, max_len: int, rng: random.Random):
+    """Pad a batch; sample one gold subject per sentence and build its object targets."""
+    T = min(max_len, max(len(e.text) for e in batch))
+    ids = np.zeros((len(batch), T), dtype=np.int64)
+    s_target = np.zeros((len(batch), T, 2), dtype=np.float32)
+    o_target = np.zeros((len(batch), T, num_labels, 2), dtype=np.float32)
+    subject = np.zeros((len(batch), 2), dtype=np.int64)
+    has_subject = np.zeros(len(batch), dtype=np.float32)
+    for b, e in enumerate(batch):
+        n = min(T, len(e.text))
+        ids[b, :n] = vocab.encode(e.text[:n])
+        inside = [s for s in e.spans if s[1] < n]
+        for s, e_ in inside:
+            s_target[b, s, 0] = s_target[b, e_, 1] = 1
+        if inside:
+            chosen = rng.choice(inside)
+            subject[b] = chosen
+            has_subject[b] = 1
+            for label, (os, oe) in e.spans[chosen]:
+                if oe < n:
+                    o_target[b, os, label, 0] = o_target[b, oe, label, 1] = 1
+    as_t = torch.from_numpy
+    return as_t(ids), as_t(s_target), as_t(o_target), as_t(subject), as_t(has_subject)
+
+
+def loss_fn(net: DGCNNExtractor, batch) -> torch.Tensor:
+    ids, s_target, o_target, subject, has_subject = batch
+    s_logits, o_logits = net(ids, subject)
+    mask = (ids > 0).float()
+    s_loss = F.binary_cross_entropy_with_logits(s_logits, s_target, reduction="none").sum(-1)
+    s_loss = (s_loss * mask).sum() / mask.sum()
+    o_loss = F.binary_cross_entropy_with_logits(o_logits, o_target, reduction="none").sum((-1, -2))
+    o_mask = mask * has_subject[:, None]
+    o_loss = (o_loss * o_mask).sum() / o_mask.sum().clamp(min=1)
+    return s_loss + o_loss
+
+
+def batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
+    """Length-bucketed batches in random order: little padding, still shuffled."""
+    shuffled = examples[:]
+    rng.shuffle(shuffled)
+    chunks = [sorted(shuffled[i : i + batch_size * 20], key=lambda e: len(e.text))
+              for i in range(0, len(shuffled), batch_size * 20)]
+    out = [c[i : i + batch_size] for c in chunks for i in range(0, len(c), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def train(cfg: TrainConfig) -> Path:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    schema = Schema.load(cfg.schema)
+    examples = load_examples([Path(p) for p in cfg.data], schema)
+    train_set = [e for e in examples if split_of(e.text) == "train"]
+    dev_set = [e for e in examples if split_of(e.text) == "dev"]
+    if cfg.limit:
+        train_set, dev_set = train_set[: cfg.limit], dev_set[: max(8, cfg.limit // 8)]
+
+    vectors = None
+    if cfg.embeddings:
+        vocab = CharVocab.load(Path(cfg.embeddings) / "vocab.txt")
+        vectors = np.load(Path(cfg.embeddings) / "char_vectors.npy")
+    else:
+        vocab = CharVocab.build((e.text for e in train_set), min_count=1)
+    vocab.save(out / "vocab.txt")
+    (out / "schema.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in schema.to_records()) + "\n", encoding="utf-8")
+
+    config = DGCNNConfig(vocab_size=len(vocab), num_labels=len(schema.labels), hidden=cfg.hidden)
+    net = DGCNNExtractor(config)
+    if vectors is not None and vectors.shape == net.embed.weight.shape:
+        net.embed.weight.data.copy_(torch.from_numpy(vectors))
+    ema = copy.deepcopy(net).eval()
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    state = {"epoch": 0, "best_f1": -1.0, "history": []}
+
+    last = out / "last.pt"
+    if last.exists():  # resume
+        ckpt = torch.load(last, weights_only=False)
+        net.load_state_dict(ckpt["net"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        rng.setstate(ckpt["rng"])
+        log.info("resumed at epoch %d (best dev F1 %.4f)", state["epoch"], state["best_f1"])
+
+    started = time.monotonic()
+    log.info("train %d, dev %d sentences; %d labels; %d parameters", len(train_set), len(dev_set),
+             len(schema.labels), sum(p.numel() for p in net.parameters()))
+    while state["epoch"] < cfg.epochs:
+        net.train()
+        total, steps = 0.0, 0
+        bar = tqdm(batches(train_set, cfg.batch_size, rng), desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}",
+                   leave=False, mininterval=5)
+        for chunk in bar:
+            loss = loss_fn(net, tensors(chunk, vocab, config.num_labels, cfg.max_len, rng))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - cfg.ema_decay)
+            total, steps = total + loss.item(), steps + 1
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+        state["epoch"] += 1
+        record = {"epoch": state["epoch"], "loss": total / max(1, steps),
+                  "minutes": round((time.monotonic() - started) / 60, 1)}
+        if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
+            record.update(evaluate_torch(ema, vocab, schema, dev_set, Thresholds()))
+            if record["f1"] > state["best_f1"]:
+                state["best_f1"] = record["f1"]
+                torch.save({"config": config.to_dict(), "ema": ema.state_dict()}, out / "best.pt")
+        state["history"].append(record)
+        log.info("%s", json.dumps(record))
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                    "state": state, "rng": rng.getstate(), "config": config.to_dict()}, last)
+        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+        if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
+            log.info("time limit reached after epoch %d", state["epoch"])
+            break
+    return out / "best.pt"
