@@ -152,7 +152,7 @@ def train(cfg: TrainConfig) -> Path:
                 for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
                     p_ema.lerp_(p, 1.0 - cfg.ema_decay)
             total, steps = total + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.4f}")
+            bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
         state["epoch"] += 1
         record = {"epoch": state["epoch"], "loss": total / max(1, steps),
                   "minutes": round((time.monotonic() - started) / 60, 1)}

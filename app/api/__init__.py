@@ -1,0 +1,1 @@
+"""HTTP layer: pydantic schemas, routers, error mapping. No numpy, no onnxruntime."""

@@ -1,0 +1,82 @@
+"""The FastAPI application: settings, model loading in the lifespan, routers, errors, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import PROCESS_COLLECTOR, PLATFORM_COLLECTOR
+
+from app import __version__
+from app.api import errors
+from app.api.middleware import BodyLimit, RequestMetrics
+from app.api.routes import extract, system
+from app.runtime.batcher import BatchLimits
+from app.runtime.metrics import Metrics
+from app.runtime.repository import FAILED, ModelHandle, ModelRepository
+from app.runtime.settings import Settings
+from app.tasks.registry import TASKS
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Chinese NLP models behind one HTTP API, served by onnxruntime through a dynamic batcher.
+
+Errors are JSON `{"error": {"type", "message"}}`: 413 body too large, 422 invalid input,
+429 queue full (see Retry-After), 503 model not ready, 504 deadline passed.
+Metrics for Prometheus at `/metrics`."""
+
+
+async def load_models(app: FastAPI) -> None:
+    """Load every model in its own thread; each failure stays with its model."""
+    repo: ModelRepository = app.state.repository
+
+    async def load_one(handle: ModelHandle) -> None:
+        await asyncio.to_thread(repo.load, handle)
+        if handle.state == FAILED:
+            repo.mark_failed(handle, handle.error or "failed to load")
+            return
+        task_cls = TASKS.get(handle.task)
+        try:
+            if task_cls is None:
+                raise ValueError(f"unknown task {handle.task!r}")
+            task = task_cls(handle)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("model %s: task set-up failed", handle.name)
+            repo.mark_failed(handle, f"{type(exc).__name__}: {exc}")
+            return
+        for batcher in handle.stages.values():
+            batcher.start()
+        app.state.tasks.setdefault(handle.task, task)
+        repo.mark_ready(handle)
+        log.info("model %s v%s ready (%s) in %.2fs", handle.name, handle.version, handle.providers, handle.load_seconds)
+
+    await asyncio.gather(*(load_one(h) for h in repo.discover()))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    metrics.registry.register(PROCESS_COLLECTOR)
+    metrics.registry.register(PLATFORM_COLLECTOR)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(load_models(app))  # serve /healthz and /readyz while loading
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await app.state.repository.stop()
+
+    app = FastAPI(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
+    app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
+                                           BatchLimits(), settings.batching_overrides())
+    errors.install(app)
+    for router in (extract.router, system.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 413s included
+    return app

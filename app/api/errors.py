@@ -1,0 +1,50 @@
+"""Every error leaves as JSON {"error": {"type", "message"}}, mapped from app.runtime.errors here only."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.runtime.errors import Overloaded, ZhserveError
+
+
+def error_response(status: int, type_: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    def count(request: Request, type_: str) -> None:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(type_).inc()
+
+    @app.exception_handler(ZhserveError)
+    async def zhserve_error(request: Request, exc: ZhserveError) -> JSONResponse:
+        if not isinstance(exc, Overloaded):  # the batcher counts its own rejections
+            count(request, exc.type)
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))} if isinstance(exc, Overloaded) else None
+        return error_response(exc.status, exc.type, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        count(request, "invalid_input")
+        messages = [f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return error_response(422, "invalid_input", "; ".join(messages))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        count(request, "internal_error")
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,38 @@
+"""GET /healthz, /readyz, /v1/models, /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import RepositoryDep
+from app.api.schemas import ModelList
+from app.runtime.repository import LOADING, READY
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(repo: RepositoryDep) -> JSONResponse:
+    """Readiness: 200 once loading is over and at least one model is ready; failed models are listed."""
+    states = {h.name: h.state for h in repo.models.values()}
+    ready = bool(states) and LOADING not in states.values() and READY in states.values()
+    return JSONResponse({"ready": ready, "models": states}, status_code=200 if ready else 503)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def models(repo: RepositoryDep) -> dict:
+    """Every model in the repository: version, task, state and measured quality."""
+    return {"models": [h.describe() for h in repo.models.values()]}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Model repository, onnxruntime sessions, dynamic batcher and metrics. Knows no task."""

@@ -1,0 +1,271 @@
+"""A task-agnostic dynamic batcher: rows in, futures out.
+
+Each row is a dict of numpy arrays without the batch axis. Rows from many requests are merged into
+one padded batch that closes at `max_batch_size` rows, at `max_batch_tokens` padded tokens, or
+`max_queue_delay_ms` after its oldest row arrived. Rows are grouped by length (the oldest row
+always goes first, then the rows closest to it in length) to limit padding. Inference runs on a
+worker thread, never on the event loop. The queue is bounded (Overloaded -> 429) and every row
+carries its request's deadline: rows whose request gave up are dropped before they run.
+If a batch fails, its rows are retried one by one, so one bad row fails only its own request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.runtime.backend import Arrays, Backend
+from app.runtime.errors import BackendError, DeadlineExceeded, Overloaded
+from app.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SEQ = "seq"  # the name of the variable-length axis in tensor shapes
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple  # batch axis first, e.g. ("batch", "seq", 2)
+
+    @property
+    def seq_axis(self) -> int | None:
+        """Axis of the sequence within one row (batch axis removed), or None."""
+        return self.shape.index(SEQ) - 1 if SEQ in self.shape else None
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> TensorSpec:
+        return cls(name, d["dtype"], tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int = 64
+    max_batch_tokens: int = 16384
+    max_queue_delay_ms: float = 2.0
+    max_queue_rows: int = 4096
+
+
+@dataclass(eq=False)
+class _Pending:
+    row: Arrays
+    length: int
+    deadline: float
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(self, name: str, backend: Backend, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 limits: BatchLimits, metrics: Metrics):
+        self.name, self.backend, self.limits, self.metrics = name, backend, limits, metrics
+        self.inputs, self.outputs = inputs, outputs
+        self._length_input = next((s for s in inputs if s.seq_axis is not None), None)
+        self._queue: list[_Pending] = []
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._worker: asyncio.Task | None = None
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+            self._worker.add_done_callback(self._worker_done)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(DeadlineExceeded(f"{self.name}: server shutting down"))
+        self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, rows: list[Arrays], deadline: float) -> list[Arrays]:
+        """Run `rows` (in any batch composition) and return their outputs in the same order.
+
+        `deadline` is a time.monotonic() value; past it the rows are dropped and DeadlineExceeded raised.
+        """
+        if not rows:
+            return []
+        if len(self._queue) + len(rows) > self.limits.max_queue_rows:
+            self.metrics.errors.labels("overloaded").inc()
+            raise Overloaded(f"model {self.name} is at capacity ({self.limits.max_queue_rows} queued rows); "
+                             "retry later", retry_after=max(1.0, self.limits.max_queue_delay_ms / 1000))
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(r, self._length(r), deadline, loop.create_future()) for r in rows]
+        self._queue.extend(pending)
+        self._gauges()
+        self._arrived.set()
+        try:
+            async with asyncio.timeout_at(self._loop_time(deadline)):
+                return list(await asyncio.gather(*(p.future for p in pending)))
+        except TimeoutError:
+            raise DeadlineExceeded(f"model {self.name}: deadline passed before the rows were run") from None
+        finally:
+            for p in pending:  # the worker drops rows whose future is already done
+                if not p.future.done():
+                    p.future.cancel()
+                elif not p.future.cancelled():
+                    p.future.exception()  # mark retrieved: a failure already reached the caller
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- worker -----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        delay = self.limits.max_queue_delay_ms / 1000
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            first = self._queue[0].enqueued
+            while len(self._queue) < self.limits.max_batch_size and (left := first + delay - time.monotonic()) > 0:
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), left)
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+
+    def _take(self) -> list[_Pending]:
+        """Drop dead rows, then pick the oldest row and the rows nearest to it in length."""
+        now = time.monotonic()
+        live = []
+        for p in self._queue:
+            if p.future.done() or p.deadline <= now:
+                self.metrics.rows_dropped.labels(self.name).inc()
+                if not p.future.done():
+                    p.future.set_exception(DeadlineExceeded(f"model {self.name}: deadline passed in the queue"))
+            else:
+                live.append(p)
+        if not live:
+            self._queue = []
+            self._gauges()
+            return []
+        oldest, rest = live[0], live[1:]
+        order = sorted(range(len(rest)), key=lambda i: abs(rest[i].length - oldest.length))
+        chosen, longest = [oldest], oldest.length
+        taken = set()
+        for i in order:
+            if len(chosen) >= self.limits.max_batch_size:
+                break
+            width = max(longest, rest[i].length, 1)
+            if width * (len(chosen) + 1) > self.limits.max_batch_tokens:
+                break
+            chosen.append(rest[i])
+            taken.add(i)
+            longest = width
+        self._queue = [p for i, p in enumerate(rest) if i not in taken]
+        self._gauges()
+        return chosen
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
+        for p in batch:
+            self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_isolated, [p.row for p in batch])
+        except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
+            results = [exc] * len(batch)
+        self.metrics.batch_size.labels(self.name).observe(len(batch))
+        self.metrics.rows.labels(self.name).inc(len(batch))
+        for p, result in zip(batch, results, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(result, Exception):
+                err = result if isinstance(result, BackendError) else BackendError(f"model {self.name}: {result}")
+                p.future.set_exception(err)
+            else:
+                p.future.set_result(result)
+        self._gauges()
+
+    def _run_isolated(self, rows: list[Arrays]) -> list[Arrays | Exception]:
+        """Run the batch; if it fails, run each row alone so only the bad rows fail."""
+        try:
+            return self._run(rows)
+        except Exception as exc:  # noqa: BLE001
+            if len(rows) == 1:
+                log.warning("model %s: row failed: %s", self.name, exc)
+                return [exc]
+            log.warning("model %s: batch of %d failed (%s); retrying row by row", self.name, len(rows), exc)
+            out: list[Arrays | Exception] = []
+            for row in rows:
+                try:
+                    out.extend(self._run([row]))
+                except Exception as row_exc:  # noqa: BLE001
+                    out.append(row_exc)
+            return out
+
+    def _run(self, rows: list[Arrays]) -> list[Arrays]:
+        started = time.perf_counter()
+        outputs = self.backend.run(collate(rows, self.inputs))
+        self.metrics.inference_duration.labels(self.name).observe(time.perf_counter() - started)
+        return split(outputs, [self._length(r) for r in rows], self.outputs)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _length(self, row: Arrays) -> int:
+        spec = self._length_input
+        return 1 if spec is None else int(row[spec.name].shape[spec.seq_axis])
+
+    def _gauges(self) -> None:
+        self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+
+    @staticmethod
+    def _loop_time(deadline: float) -> float:
+        """Convert a time.monotonic() deadline to the event loop's clock."""
+        loop = asyncio.get_running_loop()
+        return loop.time() + (deadline - time.monotonic())
+
+    def _worker_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher %s worker died", self.name, exc_info=task.exception())
+
+
+def collate(rows: list[Arrays], specs: list[TensorSpec]) -> Arrays:
+    """Stack rows into one batch, zero-padding each input's sequence axis to the longest row."""
+    batch = {}
+    for spec in specs:
+        arrays = [np.asarray(r[spec.name], dtype=spec.dtype) for r in rows]
+        axis = spec.seq_axis
+        if axis is not None:
+            width = max(a.shape[axis] for a in arrays)
+            arrays = [_pad(a, axis, width) for a in arrays]
+        batch[spec.name] = np.stack(arrays)
+    return batch
+
+
+def split(outputs: Arrays, lengths: list[int], specs: list[TensorSpec]) -> list[Arrays]:
+    """Cut a batch's outputs back into rows, trimming padding off each output's sequence axis."""
+    rows: list[Arrays] = [{} for _ in lengths]
+    for spec in specs:
+        value = outputs[spec.name]
+        for i, n in enumerate(lengths):
+            row = value[i]
+            if spec.seq_axis is not None:
+                row = np.take(row, np.arange(n), axis=spec.seq_axis)
+            rows[i][spec.name] = row
+    return rows
+
+
+def _pad(a: np.ndarray, axis: int, width: int) -> np.ndarray:
+    if a.shape[axis] == width:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, width - a.shape[axis])
+    return np.pad(a, pad)

@@ -1,0 +1,141 @@
+"""The model repository: models/<name>/model.json + numbered version folders; the highest serves.
+
+A model is one or more ONNX stages (model.json "stages"), each with its own session and batcher.
+Every model loads on its own: one that fails is recorded as failed (reported by /readyz and
+/v1/models) and never takes the others down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.runtime.backend import OnnxBackend
+from app.runtime.batcher import Batcher, BatchLimits, TensorSpec
+from app.runtime.errors import Unavailable
+from app.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+@dataclass
+class ModelHandle:
+    name: str
+    config: dict
+    version: str | None = None
+    directory: Path | None = None  # the version folder
+    stages: dict[str, Batcher] = field(default_factory=dict)
+    providers: list[str] = field(default_factory=list)
+    state: str = LOADING
+    error: str | None = None
+    load_seconds: float | None = None
+
+    @property
+    def task(self) -> str:
+        return self.config.get("task", "")
+
+    def stage(self, name: str) -> Batcher:
+        if self.state != READY:
+            raise Unavailable(f"model {self.name} is {self.state}" + (f": {self.error}" if self.error else ""))
+        return self.stages[name]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "task": self.task, "state": self.state,
+                "error": self.error, "providers": self.providers, "quality": self.config.get("quality"),
+                "max_length": self.config.get("max_length"), "stages": sorted(self.config.get("stages", {}))}
+
+
+def latest_version(model_dir: Path) -> Path:
+    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise FileNotFoundError(f"no numbered version folder in {model_dir}")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def warmup_batch(inputs: list[TensorSpec], length: int = 8) -> dict[str, np.ndarray]:
+    """A one-row batch of zeros shaped like the inputs (symbolic axes: batch 1, others `length`)."""
+    def size(i: int, dim) -> int:
+        return dim if isinstance(dim, int) else 1 if i == 0 else length
+
+    return {s.name: np.zeros([size(i, d) for i, d in enumerate(s.shape)], dtype=s.dtype) for s in inputs}
+
+
+def batch_limits(config: dict, defaults: BatchLimits, overrides: dict) -> BatchLimits:
+    """model.json "batching" over the server defaults; explicit server settings win over both."""
+    values = {**defaults.__dict__, **config.get("batching", {}), **overrides}
+    return BatchLimits(**{k: values[k] for k in defaults.__dict__})
+
+
+class ModelRepository:
+    def __init__(self, root: Path, metrics: Metrics, device: str = "auto", intra_op_threads: int = 0,
+                 defaults: BatchLimits | None = None, overrides: dict | None = None):
+        self.root, self.metrics, self.device, self.threads = Path(root), metrics, device, intra_op_threads
+        self.defaults, self.overrides = defaults or BatchLimits(), overrides or {}
+        self.models: dict[str, ModelHandle] = {}
+
+    def discover(self) -> list[ModelHandle]:
+        """Read every models/<name>/model.json (a broken one becomes a failed model)."""
+        for config_path in sorted(self.root.glob("*/model.json")):
+            name = config_path.parent.name
+            try:
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+                self.models[name] = ModelHandle(name, config)
+            except Exception as exc:  # noqa: BLE001
+                self.models[name] = ModelHandle(name, {}, state=FAILED, error=f"bad model.json: {exc}")
+            self.metrics.model_ready.labels(name).set(0)
+        return list(self.models.values())
+
+    def load(self, handle: ModelHandle) -> None:
+        """Create the sessions and batchers of one model (blocking: call from a thread)."""
+        if handle.state == FAILED:
+            return
+        started = time.monotonic()
+        try:
+            directory = latest_version(self.root / handle.name)
+            limits = batch_limits(handle.config, self.defaults, self.overrides)
+            stages = {}
+            for stage_name, spec in handle.config["stages"].items():
+                backend = OnnxBackend(directory / spec["file"], self.device, self.threads)
+                inputs = [TensorSpec.from_dict(k, v) for k, v in spec["inputs"].items()]
+                backend.run(warmup_batch(inputs))  # first-run allocations happen now, not on a request
+                outputs = [TensorSpec.from_dict(k, v) for k, v in spec["outputs"].items()]
+                label = handle.name if len(handle.config["stages"]) == 1 else f"{handle.name}/{stage_name}"
+                stages[stage_name] = Batcher(label, backend, inputs, outputs, limits, self.metrics)
+                handle.providers = backend.providers
+            handle.directory, handle.version, handle.stages = directory, directory.name, stages
+            handle.load_seconds = round(time.monotonic() - started, 3)
+        except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
+            log.exception("model %s failed to load", handle.name)
+            handle.state, handle.error = FAILED, f"{type(exc).__name__}: {exc}"
+
+    def mark_ready(self, handle: ModelHandle) -> None:
+        handle.state = READY
+        self.metrics.model_ready.labels(handle.name).set(1)
+
+    def mark_failed(self, handle: ModelHandle, error: str) -> None:
+        handle.state, handle.error = FAILED, error
+        self.metrics.model_ready.labels(handle.name).set(0)
+
+    def get(self, name: str) -> ModelHandle:
+        if name not in self.models:
+            raise Unavailable(f"no model named {name!r} in {self.root}")
+        return self.models[name]
+
+    def for_task(self, task: str) -> ModelHandle:
+        """The model serving a task (the first by name when several do)."""
+        for handle in self.models.values():
+            if handle.task == task:
+                return handle
+        raise Unavailable(f"no model for task {task!r} in {self.root}")
+
+    async def stop(self) -> None:
+        for handle in self.models.values():
+            for batcher in handle.stages.values():
+                await batcher.stop()

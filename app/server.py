@@ -1,0 +1,16 @@
+"""`zhserve serve`: uvicorn on the FastAPI app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run(models: str | Path | None = None, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    from app.api.app import create_app
+    from app.runtime.settings import Settings
+
+    overrides = {k: v for k, v in {"models": models, "host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)

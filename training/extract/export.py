@@ -1,0 +1,144 @@
+"""Best checkpoint -> tuned thresholds, test-split quality, two ONNX stages, model.json.
+
+Stage 1 (subject.onnx): token_ids (B, T) -> subject_probs (B, T, 2), hidden (B, T, H).
+Stage 2 (object.onnx):  hidden (B, T, H), mask (B, T), subject (B, 2) -> object_probs (B, T, C, 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.tasks.extract_schema import Schema
+from app.text import CharVocab
+from training.extract.data import load_examples, split_of
+from training.extract.evaluate import evaluate_torch, tune_thresholds
+from training.extract.model import DGCNNConfig, DGCNNExtractor, ObjectStage, SubjectStage
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 512  # characters per text; the position table's size
+
+
+def load_net(checkpoint: Path) -> DGCNNExtractor:
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    net = DGCNNExtractor(DGCNNConfig(**ckpt["config"]))
+    net.load_state_dict(ckpt["ema"])
+    return net.eval()
+
+
+def stage_specs(hidden: int, num_labels: int) -> dict:
+    f32, i64 = "float32", "int64"
+    return {
+        "subject": {"file": "subject.onnx",
+                    "inputs": {"token_ids": {"dtype": i64, "shape": ["batch", "seq"]}},
+                    "outputs": {"subject_probs": {"dtype": f32, "shape": ["batch", "seq", 2]},
+                                "hidden": {"dtype": f32, "shape": ["batch", "seq", hidden]}}},
+        "object": {"file": "object.onnx",
+                   "inputs": {"hidden": {"dtype": f32, "shape": ["batch", "seq", hidden]},
+                              "mask": {"dtype": f32, "shape": ["batch", "seq"]},
+                              "subject": {"dtype": i64, "shape": ["batch", 2]}},
+                   "outputs": {"object_probs": {"dtype": f32, "shape": ["batch", "seq", num_labels, 2]}}},
+    }
+
+
+def export_onnx(net: DGCNNExtractor, out_dir: Path) -> None:
+    """Both stages with dynamic batch and sequence axes, as single files."""
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=MAX_LENGTH)
+    ids = torch.randint(5, net.config.vocab_size, (3, 17))
+    torch.onnx.export(SubjectStage(net), (ids,), out_dir / "subject.onnx", dynamo=True, external_data=False,
+                      input_names=["token_ids"], output_names=["subject_probs", "hidden"],
+                      dynamic_shapes={"token_ids": {0: batch, 1: seq}}, verbose=False)
+    with torch.no_grad():
+        hidden, mask = net.encode(ids)
+    subject = torch.tensor([[1, 3], [0, 0], [5, 9]])
+    torch.onnx.export(ObjectStage(net), (hidden, mask, subject), out_dir / "object.onnx", dynamo=True,
+                      external_data=False, input_names=["hidden", "mask", "subject"], output_names=["object_probs"],
+                      dynamic_shapes={"hidden": {0: batch, 1: seq}, "mask": {0: batch, 1: seq}, "subject": {0: batch}},
+                      verbose=False)
+
+
+def parity(net: DGCNNExtractor, out_dir: Path, vocab: CharVocab, texts: list[str]) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch on padded real texts."""
+    import onnxruntime as ort
+
+    width = max(len(t) for t in texts)
+    ids = np.zeros((len(texts), width), np.int64)
+    for i, t in enumerate(texts):
+        ids[i, : len(t)] = vocab.encode(t)
+    subject = np.array([[0, 1]] * len(texts), np.int64)
+    with torch.no_grad():
+        hidden, mask = net.encode(torch.from_numpy(ids))
+        ref_s = torch.sigmoid(net.subject_logits(hidden, mask)).numpy()
+        ref_o = torch.sigmoid(net.object_logits(hidden, mask, torch.from_numpy(subject))).numpy()
+    s1 = ort.InferenceSession(str(out_dir / "subject.onnx"), providers=["CPUExecutionProvider"])
+    s2 = ort.InferenceSession(str(out_dir / "object.onnx"), providers=["CPUExecutionProvider"])
+    probs, h = s1.run(None, {"token_ids": ids})
+    (o,) = s2.run(None, {"hidden": h, "mask": (ids > 0).astype(np.float32), "subject": subject})
+    return float(max(np.abs(probs - ref_s).max(), np.abs(h - hidden.numpy()).max(), np.abs(o - ref_o).max()))
+
+
+def export(run: Path, models: Path, name: str, data: list[Path], command: str = "") -> Path:
+    vocab = CharVocab.load(run / "vocab.txt")
+    schema = Schema.load(run / "schema.jsonl")
+    net = load_net(run / "best.pt")
+    examples = load_examples(data, schema)
+    dev = [e for e in examples if split_of(e.text) == "dev"]
+    test = [e for e in examples if split_of(e.text) == "test"]
+
+    thresholds, dev_scores = tune_thresholds(net, vocab, schema, dev)
+    log.info("thresholds %s: dev %s", thresholds, dev_scores)
+    test_scores = evaluate_torch(net, vocab, schema, test, thresholds)
+    log.info("test %s", test_scores)
+
+    model_dir = models / name
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()] if model_dir.exists() else []
+    out_dir = model_dir / "1"  # one version in the repo: a retrain replaces it rather than piling up copies
+    if versions:
+        shutil.rmtree(model_dir / str(max(versions)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export_onnx(net, out_dir)
+    shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
+    shutil.copy(run / "schema.jsonl", out_dir / "schema.jsonl")
+    max_diff = parity(net, out_dir, vocab, [e.text for e in test[:16]])
+    log.info("onnx parity: max abs diff %.2e", max_diff)
+
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
+    data_names = [str(Path(*p.parts[-3:])) for p in data]
+    config = {
+        "name": name,
+        "task": "extract",
+        "description": "DGCNN + probabilistic-graph relation extraction (DuIE 2.0 schema, compound objects)",
+        "vocab": "vocab.txt",
+        "schema": "schema.jsonl",
+        "max_length": MAX_LENGTH,
+        "architecture": net.config.to_dict(),
+        "thresholds": asdict(thresholds),
+        "batching": {"max_batch_size": 64, "max_batch_tokens": 16384, "max_queue_delay_ms": 2.0},
+        "stages": stage_specs(net.config.hidden, net.config.num_labels),
+        "quality": {
+            "split": "test: 12% of the DuIE 2.0 train subsets by md5(text) (training/extract/data.py split_of)",
+            "n": len(test), **test_scores,
+            "dev": {"n": len(dev), **dev_scores},
+            "metric": "micro P/R/F1 over exact (subject, predicate, full object) triples",
+            "command": f"zhserve eval extract --data {' '.join(data_names)} --split test",
+            "onnx_parity_max_abs_diff": max_diff,
+        },
+        "training": {
+            "data": data_names,
+            "split": "train: 80% by md5(text); dev: 8% (checkpoints, thresholds); test: 12% (reported)",
+            "command": command,
+            "epochs_run": len(history),
+            "best_dev_f1_during_training": max((h.get("f1", 0) for h in history), default=None),
+            "embeddings": "word2vec skip-gram character vectors trained on ../shared/data/corpus "
+                          "(zhserve train embeddings)",
+        },
+    }
+    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return model_dir
