@@ -18,10 +18,10 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from app.evaluation import evaluate
+    from training.cli import eval_main
 
-    metrics = evaluate(args.task, Path(args.data), models=Path(args.models) if args.models else None,
-                       limit=args.limit)
+    models = Path(args.models) if args.models else DEFAULT_MODELS
+    metrics = eval_main(args.task, [Path(d) for d in args.data], models, args.limit, args.split)
     print(json.dumps(metrics, ensure_ascii=False))  # the LAST line of stdout (CLI contract)
 
 
@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure a served model on a data file; last stdout line is JSON")
     p.add_argument("task", choices=["extract", "qa", "math", "segment", "parse"])
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, nargs="+", help="one or more data files")
     p.add_argument("--limit", type=int, default=0, help="only the first N records")
+    p.add_argument("--split", choices=["train", "dev", "test"], default=None,
+                   help="only records of this split of the project's md5(text) split")
     p.add_argument("--models", default=None)
     p.set_defaults(func=_eval)
 

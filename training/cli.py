@@ -54,3 +54,11 @@ def export_main(task: str, argv: list[str]) -> None:
     from training.extract.export import export
 
     export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
+
+
+def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None) -> dict:
+    if task == "extract":
+        from training.extract.evaluate import evaluate_served
+
+        return evaluate_served(data, models, limit, split)
+    raise SystemExit(f"zhserve eval: task {task!r} has no model yet (available: extract)")

@@ -4,6 +4,7 @@ predictor used for checkpoint selection and threshold tuning during training."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from collections.abc import Iterable
 
 import numpy as np
@@ -102,3 +103,59 @@ def tune_thresholds(net, vocab: CharVocab, schema: Schema, examples,
         if scores["f1"] > best[1]["f1"]:
             best = (th, scores)
     return best
+
+
+async def predict_served(models: Path, texts: list[str], chunk: int = 16, concurrency: int = 8) -> list[list[dict]]:
+    """Run texts through the served pipeline in-process: repository, batchers, ONNX stages, decoding."""
+    import asyncio
+    import time
+
+    from tqdm import tqdm
+
+    from app.runtime.metrics import Metrics
+    from app.runtime.repository import ModelRepository
+    from app.tasks.extract import ExtractTask
+
+    repo = ModelRepository(models, Metrics())
+    handle = next((h for h in repo.discover() if h.task == "extract"), None)
+    if handle is None:
+        raise SystemExit(f"no extract model in {models}")
+    repo.load(handle)
+    if handle.error:
+        raise SystemExit(f"model {handle.name} failed to load: {handle.error}")
+    repo.mark_ready(handle)
+    task = ExtractTask(handle)
+    for batcher in handle.stages.values():
+        batcher.start()
+    results: list[list[dict]] = [[] for _ in texts]
+    gate = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(texts), desc="extract", unit="text")
+
+    async def run(start: int) -> None:
+        async with gate:
+            part = [t[: task.max_length] for t in texts[start : start + chunk]]
+            results[start : start + len(part)] = await task.extract(part, time.monotonic() + 3600)
+            bar.update(len(part))
+
+    try:
+        await asyncio.gather(*(run(i) for i in range(0, len(texts), chunk)))
+    finally:
+        bar.close()
+        await repo.stop()
+    return results
+
+
+def evaluate_served(data: list[Path], models: Path, limit: int = 0, split: str | None = None) -> dict:
+    """`zhserve eval extract`: micro P/R/F1 of the served model on DuIE 2.0 or SKE JSON lines."""
+    import asyncio
+
+    from training.extract.data import parse_record, read_jsonl, split_of
+
+    examples = [parse_record(r) for path in data for r in read_jsonl(path)]
+    if split:
+        examples = [e for e in examples if split_of(e.text) == split]
+    if limit:
+        examples = examples[:limit]
+    predicted = asyncio.run(predict_served(models, [e.text for e in examples]))
+    scores = prf(map(keys, predicted), (keys(e.triples) for e in examples))
+    return {"task": "extract", "n": len(examples), **scores}

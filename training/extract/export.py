@@ -52,13 +52,13 @@ def export_onnx(net: DGCNNExtractor, out_dir: Path) -> None:
     """Both stages with dynamic batch and sequence axes, as single files."""
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=MAX_LENGTH)
     ids = torch.randint(5, net.config.vocab_size, (3, 17))
-    torch.onnx.export(SubjectStage(net), (ids,), out_dir / "subject.onnx", dynamo=True, external_data=False,
+    torch.onnx.export(SubjectStage(net).eval(), (ids,), out_dir / "subject.onnx", dynamo=True, external_data=False,
                       input_names=["token_ids"], output_names=["subject_probs", "hidden"],
                       dynamic_shapes={"token_ids": {0: batch, 1: seq}}, verbose=False)
     with torch.no_grad():
         hidden, mask = net.encode(ids)
     subject = torch.tensor([[1, 3], [0, 0], [5, 9]])
-    torch.onnx.export(ObjectStage(net), (hidden, mask, subject), out_dir / "object.onnx", dynamo=True,
+    torch.onnx.export(ObjectStage(net).eval(), (hidden, mask, subject), out_dir / "object.onnx", dynamo=True,
                       external_data=False, input_names=["hidden", "mask", "subject"], output_names=["object_probs"],
                       dynamic_shapes={"hidden": {0: batch, 1: seq}, "mask": {0: batch, 1: seq}, "subject": {0: batch}},
                       verbose=False)

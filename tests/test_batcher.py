@@ -1,0 +1,139 @@
+"""The dynamic batcher with a fake backend: merging, ordering, grouping, deadlines, backpressure, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.runtime.batcher import Batcher, BatchLimits, TensorSpec, collate, split
+from app.runtime.errors import BackendError, DeadlineExceeded, Overloaded
+from app.runtime.metrics import Metrics
+
+INPUTS = [TensorSpec("x", "int64", ("batch", "seq"))]
+OUTPUTS = [TensorSpec("y", "int64", ("batch", "seq")), TensorSpec("total", "int64", ("batch",))]
+
+
+class FakeBackend:
+    """y = x * 2 per position, total = sum(x); a row containing -1 makes the whole batch fail."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay, self.batches, self.gate = delay, [], threading.Event()
+        self.gate.set()
+
+    def run(self, inputs):
+        self.gate.wait(5)
+        x = inputs["x"]
+        self.batches.append(x.shape)
+        time.sleep(self.delay)
+        if (x == -1).any():
+            raise RuntimeError("poisoned row")
+        return {"y": x * 2, "total": x.sum(axis=1)}
+
+
+def row(values):
+    return {"x": np.array(values, dtype=np.int64)}
+
+
+async def make(backend, **limits) -> Batcher:
+    batcher = Batcher("fake", backend, INPUTS, OUTPUTS, BatchLimits(**limits), Metrics())
+    batcher.start()
+    return batcher
+
+
+def deadline(seconds=5.0):
+    return time.monotonic() + seconds
+
+
+def test_collate_pads_and_split_trims():
+    batch = collate([row([1, 2, 3]), row([4])], INPUTS)
+    assert batch["x"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    rows = split({"y": batch["x"] * 2, "total": batch["x"].sum(1)}, [3, 1], OUTPUTS)
+    assert rows[1]["y"].tolist() == [8] and rows[0]["total"] == 6
+
+
+async def test_concurrent_requests_share_batches_and_get_their_own_results():
+    backend = FakeBackend(delay=0.02)
+    batcher = await make(backend, max_batch_size=16, max_queue_delay_ms=20)
+    requests = [[row([i] * (1 + i % 5))] for i in range(40)]
+    results = await asyncio.gather(*(batcher.submit(r, deadline()) for r in requests))
+    for i, (out,) in enumerate(results):
+        assert out["y"].tolist() == [2 * i] * (1 + i % 5)
+        assert out["total"] == i * (1 + i % 5)
+    assert len(backend.batches) < 40 / 2  # merged, not one call per request
+    assert max(shape[0] for shape in backend.batches) > 1
+    await batcher.stop()
+
+
+async def test_rows_of_one_request_come_back_in_order():
+    batcher = await make(FakeBackend(), max_batch_size=3)
+    out = await batcher.submit([row([k] * (10 - k)) for k in range(10)], deadline())
+    assert [int(o["total"]) for o in out] == [k * (10 - k) for k in range(10)]
+    await batcher.stop()
+
+
+async def test_batch_closes_on_token_budget_and_groups_by_length():
+    backend = FakeBackend()
+    backend.gate.clear()  # hold the worker so the queue fills up first
+    batcher = await make(backend, max_batch_size=64, max_batch_tokens=40, max_queue_delay_ms=0)
+    blocker = asyncio.create_task(batcher.submit([row([1])], deadline()))
+    await asyncio.sleep(0.05)
+    lengths = [2, 20, 3, 19, 2, 20, 3, 18]
+    pending = asyncio.gather(*(batcher.submit([row([1] * n)], deadline()) for n in lengths))
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    await pending
+    await blocker
+    for n_rows, width in backend.batches[1:]:
+        assert n_rows * width <= 40
+    widths = sorted(width for _, width in backend.batches[1:])
+    assert widths[0] <= 3 and widths[-1] >= 18  # short rows were not padded to the long ones
+    await batcher.stop()
+
+
+async def test_deadline_raises_and_drops_queued_rows():
+    backend = FakeBackend()
+    backend.gate.clear()
+    batcher = await make(backend, max_queue_delay_ms=0)
+    first = asyncio.create_task(batcher.submit([row([1])], deadline(5)))
+    await asyncio.sleep(0.05)  # the worker is now blocked on the first batch
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit([row([2]), row([3])], deadline(0.1))
+    backend.gate.set()
+    assert (await first)[0]["total"] == 1
+    await asyncio.sleep(0.05)
+    assert all(shape[0] == 1 for shape in backend.batches)  # the expired rows never ran
+    dropped = batcher.metrics.registry.get_sample_value("zhserve_rows_dropped_total", {"model": "fake"})
+    assert dropped == 2
+    await batcher.stop()
+
+
+async def test_full_queue_rejects_with_overloaded():
+    backend = FakeBackend()
+    backend.gate.clear()
+    batcher = await make(backend, max_queue_rows=4, max_queue_delay_ms=0)
+    running = asyncio.create_task(batcher.submit([row([1])], deadline()))
+    await asyncio.sleep(0.05)
+    queued = asyncio.create_task(batcher.submit([row([1])] * 3, deadline()))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded) as info:
+        await batcher.submit([row([1])] * 2, deadline())
+    assert info.value.retry_after >= 1
+    backend.gate.set()
+    await running
+    assert len(await queued) == 3
+    await batcher.stop()
+
+
+async def test_a_failing_row_fails_only_its_own_request():
+    backend = FakeBackend(delay=0.01)
+    batcher = await make(backend, max_batch_size=8, max_queue_delay_ms=30)
+    good = [batcher.submit([row([i, i])], deadline()) for i in range(5)]
+    bad = batcher.submit([row([-1, 3])], deadline())
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(results[-1], BackendError)
+    assert [int(r[0]["total"]) for r in results[:-1]] == [0, 2, 4, 6, 8]
+    await batcher.stop()
