@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"  # as app.runtime.settings, without pydantic
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):  # exporter chatter at INFO
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "httpx"):  # chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     args.func(args)

@@ -8,6 +8,7 @@ from pathlib import Path
 from training.paths import DATA, ROOT, RUNS
 
 DUIE = DATA / "ie" / "duie2"
+DUIE_FILES = [str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")]
 
 
 def train_main(task: str, argv: list[str]) -> None:
@@ -15,8 +16,7 @@ def train_main(task: str, argv: list[str]) -> None:
         p = argparse.ArgumentParser(prog="zhserve train embeddings", description="char vocab + word2vec vectors")
         p.add_argument("--out", default=str(RUNS / "embeddings"))
         p.add_argument("--max-chars", type=int, default=20_000_000, help="corpus characters to train on")
-        p.add_argument("--task-data", nargs="*", default=[str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")],
-                       help="task texts added to the corpus (train split only)")
+        p.add_argument("--task-data", nargs="*", default=DUIE_FILES, help="task texts added (train split only)")
         a = p.parse_args(argv)
         from training.embeddings import main
         from training.extract.data import read_jsonl, split_of
@@ -29,7 +29,7 @@ def train_main(task: str, argv: list[str]) -> None:
         from training.extract.train import TrainConfig, train
 
         p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
-        p.add_argument("--data", nargs="+", default=[str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")])
+        p.add_argument("--data", nargs="+", default=DUIE_FILES)
         p.add_argument("--schema", default=str(DUIE / "schema.json"))
         p.add_argument("--out", default=str(RUNS / "extract"))
         for f in fields(TrainConfig):
@@ -44,11 +44,12 @@ def train_main(task: str, argv: list[str]) -> None:
 def export_main(task: str, argv: list[str]) -> None:
     if task != "extract":
         raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract)")
-    p = argparse.ArgumentParser(prog="zhserve export extract", description="tune thresholds, export ONNX, write model.json")
+    p = argparse.ArgumentParser(prog="zhserve export extract",
+                                description="tune thresholds, export ONNX, write model.json")
     p.add_argument("--run", default=str(RUNS / "extract"), help="training output folder")
     p.add_argument("--models", default=str(ROOT / "models"))
     p.add_argument("--name", default="extract")
-    p.add_argument("--data", nargs="+", default=[str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")])
+    p.add_argument("--data", nargs="+", default=DUIE_FILES)
     p.add_argument("--command", default="", help="training command to record in model.json")
     a = p.parse_args(argv)
     from training.extract.export import export

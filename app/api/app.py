@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import PROCESS_COLLECTOR, PLATFORM_COLLECTOR
+from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from app import __version__
 from app.api import errors

@@ -46,8 +46,8 @@ class BodyLimit:
     async def _reject(self, send: Send) -> None:
         payload = json.dumps({"error": {"type": "payload_too_large",
                                         "message": f"request body over {self.max_bytes} bytes"}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
 

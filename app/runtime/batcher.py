@@ -69,6 +69,7 @@ class Batcher:
         self.inputs, self.outputs = inputs, outputs
         self._length_input = next((s for s in inputs if s.seq_axis is not None), None)
         self._queue: list[_Pending] = []
+        self._running = 0  # rows in the batch being run
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._worker: asyncio.Task | None = None
@@ -174,6 +175,8 @@ class Batcher:
         return chosen
 
     async def _execute(self, batch: list[_Pending]) -> None:
+        self._running = len(batch)
+        self._gauges()
         started = time.monotonic()
         for p in batch:
             self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
@@ -192,6 +195,7 @@ class Batcher:
                 p.future.set_exception(err)
             else:
                 p.future.set_result(result)
+        self._running = 0
         self._gauges()
 
     def _run_isolated(self, rows: list[Arrays]) -> list[Arrays | Exception]:
@@ -225,6 +229,7 @@ class Batcher:
 
     def _gauges(self) -> None:
         self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+        self.metrics.rows_in_flight.labels(self.name).set(len(self._queue) + self._running)
 
     @staticmethod
     def _loop_time(deadline: float) -> float:

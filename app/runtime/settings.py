@@ -15,7 +15,12 @@ import os
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -40,8 +45,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource):
+                                   env_settings: PydanticBaseSettingsSource, **_: PydanticBaseSettingsSource):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=os.environ.get("ZHSERVE_CONFIG", "zhserve.toml"))
         return init_settings, env_settings, toml
 

@@ -11,7 +11,6 @@ import numpy as np
 
 from app.tasks.extract_schema import VALUE, Schema
 
-
 MAX_SUBJECTS = 32  # per text: bounds the object-stage work one sentence can cause
 
 

@@ -4,8 +4,8 @@ predictor used for checkpoint selection and threshold tuning during training."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +68,8 @@ class TorchPredictor:
             n = len(todo)
             with self.torch.no_grad():
                 subject = self.torch.tensor([[s.start, s.end] for s in todo])
-                probs = self.torch.sigmoid(self.net.object_logits(hidden.expand(n, -1, -1), mask.expand(n, -1), subject))
+                logits = self.net.object_logits(hidden.expand(n, -1, -1), mask.expand(n, -1), subject)
+                probs = self.torch.sigmoid(logits)
             for s, p in zip(todo, probs.numpy(), strict=True):
                 self.objects[(text, s.start, s.end)] = p
         return [self.objects[(text, s.start, s.end)] for s in spans]

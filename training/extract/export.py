@@ -29,8 +29,13 @@ MAX_LENGTH = 512  # characters per text; the position table's size
 def load_net(checkpoint: Path) -> DGCNNExtractor:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     net = DGCNNExtractor(DGCNNConfig(**ckpt["config"]))
-    net.load_state_dict(ckpt["ema"])
+    net.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
     return net.eval()
+
+
+def save_checkpoint(net: DGCNNExtractor, path: Path) -> None:
+    """The EMA weights in fp16 (half the size) for fine-tuning, gradient export and the PyTorch baseline."""
+    torch.save({"config": net.config.to_dict(), "ema": {k: v.half() for k, v in net.state_dict().items()}}, path)
 
 
 def stage_specs(hidden: int, num_labels: int) -> dict:
@@ -84,6 +89,28 @@ def parity(net: DGCNNExtractor, out_dir: Path, vocab: CharVocab, texts: list[str
     return float(max(np.abs(probs - ref_s).max(), np.abs(h - hidden.numpy()).max(), np.abs(o - ref_o).max()))
 
 
+def plot_history(history: list[dict], path: Path) -> None:
+    """Training loss and dev F1 per epoch, for people who would rather look than read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, loss_ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    loss_ax.plot(epochs, [h["loss"] for h in history], color="tab:blue", label="training loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss", color="tab:blue")
+    f1_ax = loss_ax.twinx()
+    f1_ax.plot(epochs, [h.get("f1", float("nan")) for h in history], color="tab:red", label="dev F1 (EMA)")
+    f1_ax.set_ylabel("dev F1 (EMA weights)", color="tab:red")
+    f1_ax.set_ylim(0, 1)
+    fig.suptitle("DGCNN extractor: training loss and dev F1")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def export(run: Path, models: Path, name: str, data: list[Path], command: str = "") -> Path:
     vocab = CharVocab.load(run / "vocab.txt")
     schema = Schema.load(run / "schema.jsonl")
@@ -98,18 +125,19 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     log.info("test %s", test_scores)
 
     model_dir = models / name
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()] if model_dir.exists() else []
     out_dir = model_dir / "1"  # one version in the repo: a retrain replaces it rather than piling up copies
-    if versions:
-        shutil.rmtree(model_dir / str(max(versions)))
+    shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out_dir)
+    save_checkpoint(net, out_dir / "checkpoint.pt")
     shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
     shutil.copy(run / "schema.jsonl", out_dir / "schema.jsonl")
     max_diff = parity(net, out_dir, vocab, [e.text for e in test[:16]])
     log.info("onnx parity: max abs diff %.2e", max_diff)
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
+    if history:
+        plot_history(history, model_dir / "training_curve.png")
     data_names = [str(Path(*p.parts[-3:])) for p in data]
     config = {
         "name": name,

@@ -29,6 +29,7 @@ class DGCNNConfig:
     max_len: int = 512
     max_distance: int = 64  # relative positions to the subject are clipped to +-max_distance
     dropout: float = 0.25
+    pretrained_dim: int = 0  # >0: a frozen pretrained character table, projected and added to the embeddings
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +74,13 @@ class DGCNNExtractor(nn.Module):
         super().__init__()
         c = self.config = config
         self.embed = nn.Embedding(c.vocab_size, c.hidden, padding_idx=0)
+        if c.pretrained_dim:
+            # As in the 2019 entry: trainable random character embeddings plus frozen pretrained
+            # vectors through a learned projection (zero at first, so training starts as without them).
+            self.pretrained = nn.Embedding(c.vocab_size, c.pretrained_dim, padding_idx=0)
+            self.pretrained.weight.requires_grad_(False)
+            self.pretrained_proj = nn.Linear(c.pretrained_dim, c.hidden, bias=False)
+            nn.init.zeros_(self.pretrained_proj.weight)
         self.position = nn.Embedding(c.max_len, c.hidden)
         self.convs = nn.ModuleList(GatedDilatedConv(c.hidden, c.kernel_size, d) for d in c.dilations)
         self.subject_attention = SelfAttention(c.hidden, c.heads)
@@ -82,6 +90,9 @@ class DGCNNExtractor(nn.Module):
         self.object_attention = SelfAttention(c.hidden, c.heads)
         self.object_conv = nn.Conv1d(6 * c.hidden, c.hidden, 3, padding=1)
         self.object_head = nn.Linear(c.hidden, 2 * c.num_labels)
+        # Positions and distances start small so that they do not drown the character vectors.
+        nn.init.normal_(self.position.weight, std=0.02)
+        nn.init.normal_(self.distance.weight, std=0.02)
         # Pointers are rare: start every probability near 0.02, not 0.5, so early decoding stays small.
         nn.init.constant_(self.subject_head.bias, -4.0)
         nn.init.constant_(self.object_head.bias, -4.0)
@@ -91,6 +102,8 @@ class DGCNNExtractor(nn.Module):
         mask = (token_ids > 0).float()
         positions = torch.arange(token_ids.shape[1], device=token_ids.device).clamp(max=self.config.max_len - 1)
         x = self.embed(token_ids) + self.position(positions)[None]
+        if self.config.pretrained_dim:
+            x = x + self.pretrained_proj(self.pretrained(token_ids))
         x = F.dropout(x, self.config.dropout, self.training) * mask[..., None]
         for conv in self.convs:
             x = conv(x, mask[..., None])

@@ -117,12 +117,13 @@ def train(cfg: TrainConfig) -> Path:
     (out / "schema.jsonl").write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in schema.to_records()) + "\n", encoding="utf-8")
 
-    config = DGCNNConfig(vocab_size=len(vocab), num_labels=len(schema.labels), hidden=cfg.hidden)
+    config = DGCNNConfig(vocab_size=len(vocab), num_labels=len(schema.labels), hidden=cfg.hidden,
+                         pretrained_dim=0 if vectors is None else vectors.shape[1])
     net = DGCNNExtractor(config)
-    if vectors is not None and vectors.shape == net.embed.weight.shape:
-        net.embed.weight.data.copy_(torch.from_numpy(vectors))
+    if vectors is not None:
+        net.pretrained.weight.data.copy_(torch.from_numpy(vectors / vectors[5:].std()))
     ema = copy.deepcopy(net).eval()
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     state = {"epoch": 0, "best_f1": -1.0, "history": []}
 
     last = out / "last.pt"

@@ -1,0 +1,63 @@
+"""An async HTTP load generator, bounded in requests and in time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+
+@dataclass
+class LoadResult:
+    name: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+
+    def row(self) -> dict:
+        return {"name": self.name, "concurrency": self.concurrency, "requests": self.requests,
+                "errors": self.errors, "throughput_rps": round(self.throughput, 2),
+                "p50_ms": round(self.percentile(50) * 1000, 2), "p99_ms": round(self.percentile(99) * 1000, 2)}
+
+
+async def run_load(url: str, payloads: list[dict], concurrency: int, max_requests: int, max_seconds: float,
+                   name: str = "") -> LoadResult:
+    """`concurrency` clients send payloads round-robin until max_requests are done or max_seconds pass."""
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    started = time.perf_counter()
+    stop_at = started + max_seconds
+
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def worker() -> None:
+            nonlocal issued, errors
+            while issued < max_requests and time.perf_counter() < stop_at:
+                payload = payloads[issued % len(payloads)]
+                issued += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, json=payload)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(name, concurrency, len(latencies), errors, time.perf_counter() - started, latencies)

@@ -1,0 +1,13 @@
+"""`zhserve bench NAME ...`: the benchmarks under bench/."""
+
+from __future__ import annotations
+
+BENCHES = {"extract": "bench.extract"}
+
+
+def main(argv: list[str]) -> None:
+    import importlib
+
+    if not argv or argv[0] not in BENCHES:
+        raise SystemExit(f"usage: zhserve bench {{{','.join(BENCHES)}}} [options]; --help after the name for more")
+    importlib.import_module(BENCHES[argv[0]]).main(argv[1:])
