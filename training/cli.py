@@ -26,17 +26,23 @@ def train_main(task: str, argv: list[str]) -> None:
     elif task == "extract":
         from dataclasses import fields
 
-        from training.extract.train import TrainConfig, train
+        from training.extract.train import RECIPES, TrainConfig, train
 
         p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
         p.add_argument("--data", nargs="+", default=DUIE_FILES)
         p.add_argument("--schema", default=str(DUIE / "schema.json"))
         p.add_argument("--out", default=str(RUNS / "extract"))
+        p.add_argument("--recipe", choices=sorted(RECIPES), help="preset sizes: cpu (the shipped model) or gpu")
         for f in fields(TrainConfig):
             if f.name not in ("data", "schema", "out"):
                 p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
                                default=f.default)
-        train(TrainConfig(**vars(p.parse_args(argv))))
+        recipe = p.parse_known_args(argv)[0].recipe
+        if recipe:
+            p.set_defaults(**RECIPES[recipe])
+        args = vars(p.parse_args(argv))
+        args.pop("recipe")
+        train(TrainConfig(**args))
     else:
         raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract)")
 
