@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,14 +64,17 @@ class _Pending:
 
 class Batcher:
     def __init__(self, name: str, backend: Backend, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 limits: BatchLimits, metrics: Metrics):
+                 limits: BatchLimits, metrics: Metrics, executor: Executor | None = None):
+        """`executor` runs inference; stages of one model share one single-thread executor so that
+        their sessions never compete for the same cores. Without one, the batcher owns its own."""
         self.name, self.backend, self.limits, self.metrics = name, backend, limits, metrics
         self.inputs, self.outputs = inputs, outputs
         self._length_input = next((s for s in inputs if s.seq_axis is not None), None)
         self._queue: list[_Pending] = []
         self._running = 0  # rows in the batch being run
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._worker: asyncio.Task | None = None
 
     # -- public API -------------------------------------------------------------------------
@@ -91,7 +94,8 @@ class Batcher:
             if not p.future.done():
                 p.future.set_exception(DeadlineExceeded(f"{self.name}: server shutting down"))
         self._queue.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, rows: list[Arrays], deadline: float) -> list[Arrays]:
         """Run `rows` (in any batch composition) and return their outputs in the same order.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class ModelHandle:
     version: str | None = None
     directory: Path | None = None  # the version folder
     stages: dict[str, Batcher] = field(default_factory=dict)
+    executor: ThreadPoolExecutor | None = None  # one inference thread for all stages of the model
     providers: list[str] = field(default_factory=list)
     state: str = LOADING
     error: str | None = None
@@ -101,15 +103,17 @@ class ModelRepository:
             directory = latest_version(self.root / handle.name)
             limits = batch_limits(handle.config, self.defaults, self.overrides)
             stages = {}
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{handle.name}")
             for stage_name, spec in handle.config["stages"].items():
                 backend = OnnxBackend(directory / spec["file"], self.device, self.threads)
                 inputs = [TensorSpec.from_dict(k, v) for k, v in spec["inputs"].items()]
                 backend.run(warmup_batch(inputs))  # first-run allocations happen now, not on a request
                 outputs = [TensorSpec.from_dict(k, v) for k, v in spec["outputs"].items()]
                 label = handle.name if len(handle.config["stages"]) == 1 else f"{handle.name}/{stage_name}"
-                stages[stage_name] = Batcher(label, backend, inputs, outputs, limits, self.metrics)
+                stages[stage_name] = Batcher(label, backend, inputs, outputs, limits, self.metrics, executor)
                 handle.providers = backend.providers
             handle.directory, handle.version, handle.stages = directory, directory.name, stages
+            handle.executor = executor
             handle.load_seconds = round(time.monotonic() - started, 3)
         except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
             log.exception("model %s failed to load", handle.name)
@@ -139,3 +143,5 @@ class ModelRepository:
         for handle in self.models.values():
             for batcher in handle.stages.values():
                 await batcher.stop()
+            if handle.executor is not None:
+                handle.executor.shutdown(wait=False, cancel_futures=True)

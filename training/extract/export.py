@@ -136,6 +136,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     log.info("onnx parity: max abs diff %.2e", max_diff)
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
+    recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else None
     if history:
         plot_history(history, model_dir / "training_curve.png")
     data_names = [str(Path(*p.parts[-3:])) for p in data]
@@ -162,6 +163,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
             "data": data_names,
             "split": "train: 80% by md5(text); dev: 8% (checkpoints, thresholds); test: 12% (reported)",
             "command": command,
+            "recipe": recipe,
             "epochs_run": len(history),
             "best_dev_f1_during_training": max((h.get("f1", 0) for h in history), default=None),
             "embeddings": "word2vec skip-gram character vectors trained on ../shared/data/corpus "

@@ -8,7 +8,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +126,7 @@ def train(cfg: TrainConfig) -> Path:
     else:
         vocab = CharVocab.build((e.text for e in train_set), min_count=1)
     vocab.save(out / "vocab.txt")
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     (out / "schema.jsonl").write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in schema.to_records()) + "\n", encoding="utf-8")
 
