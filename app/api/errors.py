@@ -1,4 +1,7 @@
-"""Every error leaves as JSON {"error": {"type", "message"}}, mapped from app.runtime.errors here only."""
+"""Every error leaves as JSON {"error": {"type", "message"}}, mapped from app.runtime.errors here only.
+
+Under /v2 (Open Inference Protocol) the body is {"error": "message"}, as Triton and KServe clients expect.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.runtime.errors import Overloaded, ZhserveError
 
 
-def error_response(status: int, type_: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+def error_response(status: int, type_: str, message: str, headers: dict | None = None,
+                   request: Request | None = None) -> JSONResponse:
+    v2 = request is not None and request.url.path.startswith("/v2/")
+    body = {"error": message} if v2 else {"error": {"type": type_, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field(loc: tuple) -> str:
@@ -32,19 +38,20 @@ def install(app: FastAPI) -> None:
         if not isinstance(exc, Overloaded):  # the batcher counts its own rejections
             count(request, exc.type)
         headers = {"Retry-After": str(math.ceil(exc.retry_after))} if isinstance(exc, Overloaded) else None
-        return error_response(exc.status, exc.type, exc.message, headers)
+        return error_response(exc.status, exc.type, exc.message, headers, request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         count(request, "invalid_input")
         messages = [f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return error_response(422, "invalid_input", "; ".join(messages))
+        status = 400 if request.url.path.startswith("/v2/") else 422  # v2 clients expect 400
+        return error_response(status, "invalid_input", "; ".join(messages), request=request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "http_error", str(exc.detail))
+        return error_response(exc.status_code, "http_error", str(exc.detail), request=request)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         count(request, "internal_error")
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}", request=request)

@@ -1,6 +1,7 @@
 """The one error hierarchy of zhserve, mapped to HTTP once (app/api/errors.py).
 
 ZhserveError
+├── BadRequest         400  a raw tensor request (Open Inference Protocol) with wrong names, shapes or types
 ├── InvalidInput       422  the request is well-formed JSON but its content is not acceptable
 ├── PayloadTooLarge    413  the body is over the configured limit
 ├── Overloaded         429  the model's queue is full; retry after `retry_after` seconds
@@ -19,6 +20,10 @@ class ZhserveError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class BadRequest(ZhserveError):
+    status, type = 400, "bad_request"
 
 
 class InvalidInput(ZhserveError):

@@ -1,0 +1,95 @@
+"""Open Inference Protocol (KServe v2 / Triton HTTP) for the raw ONNX models of the repository.
+
+Each ONNX stage is one v2 model: a single-stage model keeps its name, a stage of a multi-stage
+model is `<model>.<stage>` (e.g. `extract.subject`). Requests go through the same batchers.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from app import __version__
+from app.api.deps import DeadlineDep, RepositoryDep
+from app.runtime.errors import BadRequest
+from app.runtime.repository import READY, ModelHandle, ModelRepository
+from app.tasks.tensors import infer, tensor_metadata
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+
+class Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list = Field(description="row-major values, flat or nested")
+
+
+class RequestedOutput(BaseModel):
+    name: str
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[Tensor] = Field(min_length=1)
+    outputs: list[RequestedOutput] | None = None
+
+
+def v2_models(repo: ModelRepository) -> dict[str, tuple[ModelHandle, str]]:
+    """v2 model name -> (model, stage), for every stage named in the model.json files."""
+    out = {}
+    for handle in repo.models.values():
+        stages = list(handle.config.get("stages", {}))
+        for stage in stages:
+            out[handle.name if len(stages) == 1 else f"{handle.name}.{stage}"] = (handle, stage)
+    return out
+
+
+def lookup(repo: ModelRepository, name: str) -> tuple[ModelHandle, str]:
+    models = v2_models(repo)
+    if name not in models:
+        raise BadRequest(f"unknown model {name!r}; known: {sorted(models)}")  # as Triton answers
+    return models[name]
+
+
+@router.get("")
+async def server_metadata() -> dict:
+    return {"name": "zhserve", "version": __version__, "extensions": []}
+
+
+@router.get("/health/live")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(repo: RepositoryDep) -> JSONResponse:
+    ok = bool(repo.models) and all(h.state == READY for h in repo.models.values())
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+@router.get("/models/{name}")
+async def model_metadata(name: str, repo: RepositoryDep) -> dict:
+    handle, stage = lookup(repo, name)
+    batcher = handle.stage(stage)
+    return {"name": name, "versions": [handle.version], "platform": "onnxruntime_onnx",
+            "inputs": tensor_metadata(batcher.inputs), "outputs": tensor_metadata(batcher.outputs)}
+
+
+@router.get("/models/{name}/ready")
+async def model_ready(name: str, repo: RepositoryDep) -> JSONResponse:
+    handle, _ = lookup(repo, name)
+    ok = handle.state == READY
+    return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+
+@router.post("/models/{name}/infer")
+async def model_infer(name: str, body: InferRequest, repo: RepositoryDep, deadline: DeadlineDep) -> dict:
+    handle, stage = lookup(repo, name)
+    requested = [o.name for o in body.outputs] if body.outputs else None
+    outputs = await infer(handle.stage(stage), [t.model_dump() for t in body.inputs], requested, deadline)
+    response = {"model_name": name, "model_version": handle.version, "outputs": outputs}
+    if body.id is not None:
+        response["id"] = body.id
+    return response
