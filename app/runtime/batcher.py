@@ -76,6 +76,7 @@ class Batcher:
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._worker: asyncio.Task | None = None
+        metrics.touch_model(name)
 
     # -- public API -------------------------------------------------------------------------
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.runtime.errors import ZhserveError
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+ERROR_TYPES = tuple(cls.type for cls in (ZhserveError, *ZhserveError.__subclasses__()))
 
 
 class Metrics:
@@ -31,3 +34,11 @@ class Metrics:
             registry=r)
         self.model_ready = Gauge("zhserve_model_ready", "1 when the model is loaded and ready", ["model"], registry=r)
         self.errors = Counter("zhserve_errors", "Errors returned, by type", ["type"], registry=r)
+        for error_type in ERROR_TYPES:  # exported at 0 from the start, so rates and alerts have a series
+            self.errors.labels(error_type)
+
+    def touch_model(self, model: str) -> None:
+        """Create every per-model series at 0, so dashboards and alerts see them before the first event."""
+        for metric in (self.queue_wait, self.batch_size, self.inference_duration, self.queue_depth,
+                       self.rows_in_flight, self.rows, self.rows_dropped):
+            metric.labels(model)
