@@ -23,10 +23,11 @@ PANELS = [
     ("Queue depth (rows waiting)", "short", [
         ("{{model}}", "sum by (model) (zhserve_queue_depth)")]),
     ("Queue wait p50 / p99", "s", [
-        (f"p{q} {{{{model}}}}", f"histogram_quantile(0.{q}, sum by (le, model) (rate(zhserve_queue_wait_seconds_bucket{W})))")
-        for q in (50, 99)]),
+        (f"p{q} {{{{model}}}}", f"histogram_quantile(0.{q}, sum by (le, model) "
+                                f"(rate(zhserve_queue_wait_seconds_bucket{W})))") for q in (50, 99)]),
     ("Mean batch size", "short", [
-        ("{{model}}", f"sum by (model) (rate(zhserve_batch_size_sum{W})) / sum by (model) (rate(zhserve_batch_size_count{W}))")]),
+        ("{{model}}", f"sum by (model) (rate(zhserve_batch_size_sum{W}))"
+                      f" / sum by (model) (rate(zhserve_batch_size_count{W}))")]),
     ("Batch size distribution (batches per second by size bucket)", "ops", [
         ("<= {{le}}", f'sum by (le) (rate(zhserve_batch_size_bucket{W}))')]),
     ("Inference time per batch p50 / p99", "s", [
@@ -52,7 +53,8 @@ def panel(i: int, title: str, unit: str, series: list) -> dict:
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
         "targets": [{"refId": chr(65 + k), "expr": expr, "legendFormat": legend,
-                     "datasource": {"type": "prometheus", "uid": "prometheus"}} for k, (legend, expr) in enumerate(series)],
+                     "datasource": {"type": "prometheus", "uid": "prometheus"}}
+                    for k, (legend, expr) in enumerate(series)],
     }
 
 
