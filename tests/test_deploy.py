@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,28 @@ def test_dashboard_covers_the_operator_questions():
                  "zhserve_batch_size_bucket", "zhserve_inference_duration_seconds_bucket", "zhserve_rows_total",
                  "zhserve_model_ready", "process_resident_memory_bytes", "process_cpu_seconds_total"):
         assert name in queries, name
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).parent / args[0]
+    return subprocess.run([str(tool), *args[1:]], capture_output=True, text=True, cwd=DEPLOY.parent, timeout=120)
+
+
+def test_dockerfile_passes_hadolint():
+    result = run_tool("hadolint", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_files_follow_the_compose_specification():
+    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec",
+                      "docker-compose.yml", "deploy/compose.gpu.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_manifests_validate_against_the_schemas():
+    manifests = sorted(str(p.relative_to(DEPLOY.parent)) for p in (DEPLOY / "k8s").glob("*.yaml"))
+    result = run_tool("kubernetes-validate", "--strict", *manifests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for kind in ("deployment/zhserve", "deployment/zhserve-gpu", "horizontalpodautoscaler/zhserve",
+                 "poddisruptionbudget/zhserve", "service/zhserve"):
+        assert f"passed for resource {kind} " in result.stdout + result.stderr, kind

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0, description="per-request deadline (504 past it)")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request bodies above this get 413")
     max_texts: int = Field(64, ge=1, description="texts per /extract request")
+    shutdown_grace_s: float = Field(25.0, ge=0, description="on SIGTERM, time in-flight requests get to finish")
     log_level: str = "info"
 
     @classmethod
