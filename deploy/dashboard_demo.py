@@ -43,8 +43,9 @@ def start_prometheus(target: str, workdir: Path, port: int) -> subprocess.Popen:
 
 async def traffic(url: str, texts: list[str], seconds: float) -> None:
     good = [{"text": t} for t in texts]
-    phases = [(1, good), (8, good), (32, good), (64, good), (128, [{"texts": texts[i : i + 8]} for i in range(0, 256, 8)]),
-              (8, [{"text": ""}, {"text": "长" * 600}] + good[:20])]
+    burst = [{"texts": texts[i : i + 8]} for i in range(0, 256, 8)]  # 128 x 8 rows: beyond the queue limit
+    invalid = [{"text": ""}, {"text": "长" * 600}] + good[:20]
+    phases = [(1, good), (8, good), (32, good), (64, good), (128, burst), (8, invalid)]
     for concurrency, payloads in phases:
         await run_load(url, payloads, concurrency, 100_000, seconds / len(phases))
 
