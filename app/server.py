@@ -14,4 +14,4 @@ def run(models: str | Path | None = None, host: str | None = None, port: int | N
     overrides = {k: v for k, v in {"models": models, "host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.shutdown_grace_s)
+                timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=settings.access_log)

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_texts: int = Field(64, ge=1, description="texts per /extract request")
     shutdown_grace_s: float = Field(25.0, ge=0, description="on SIGTERM, time in-flight requests get to finish")
     log_level: str = "info"
+    access_log: bool = Field(False, description="one log line per request (costs CPU under load)")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
