@@ -51,3 +51,17 @@ def test_model_shapes():
     ids = torch.randint(1, 50, (2, 11))
     s, o = net(ids, torch.tensor([[0, 1], [3, 5]]))
     assert s.shape == (2, 11, 2) and o.shape == (2, 11, 7, 2)
+
+
+def test_folding_the_pretrained_table_keeps_the_outputs():
+    from training.extract.export import fold_pretrained
+
+    net = DGCNNExtractor(DGCNNConfig(vocab_size=30, num_labels=5, hidden=16, heads=4, pretrained_dim=8)).eval()
+    torch.nn.init.normal_(net.pretrained.weight)
+    torch.nn.init.normal_(net.pretrained_proj.weight)
+    folded = fold_pretrained(net)
+    assert folded.config.pretrained_dim == 0 and not hasattr(folded, "pretrained")
+    ids, subject = torch.randint(1, 30, (2, 7)), torch.tensor([[0, 1], [2, 3]])
+    with torch.no_grad():
+        for a, b in zip(net(ids, subject), folded(ids, subject), strict=True):
+            assert (a - b).abs().max() < 1e-5

@@ -33,6 +33,19 @@ def load_net(checkpoint: Path) -> DGCNNExtractor:
     return net.eval()
 
 
+def fold_pretrained(net: DGCNNExtractor) -> DGCNNExtractor:
+    """The frozen pretrained table and its projection are one more lookup by the same id: fold them
+    into the trainable embedding (exact), so the exported model carries one table, not two."""
+    if not net.config.pretrained_dim:
+        return net
+    folded = DGCNNExtractor(DGCNNConfig(**{**net.config.to_dict(), "pretrained_dim": 0}))
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("pretrained")}
+    with torch.no_grad():
+        state["embed.weight"] = net.embed.weight + net.pretrained_proj(net.pretrained.weight)
+    folded.load_state_dict(state)
+    return folded.eval()
+
+
 def save_checkpoint(net: DGCNNExtractor, path: Path) -> None:
     """The EMA weights in fp16 (half the size) for fine-tuning, gradient export and the PyTorch baseline."""
     torch.save({"config": net.config.to_dict(), "ema": {k: v.half() for k, v in net.state_dict().items()}}, path)
@@ -114,7 +127,7 @@ def plot_history(history: list[dict], path: Path) -> None:
 def export(run: Path, models: Path, name: str, data: list[Path], command: str = "") -> Path:
     vocab = CharVocab.load(run / "vocab.txt")
     schema = Schema.load(run / "schema.jsonl")
-    net = load_net(run / "best.pt")
+    net = fold_pretrained(load_net(run / "best.pt"))
     examples = load_examples(data, schema)
     dev = [e for e in examples if split_of(e.text) == "dev"]
     test = [e for e in examples if split_of(e.text) == "test"]
