@@ -95,6 +95,15 @@ def test_body_over_the_limit_is_413(repo):
         r = c.post("/extract", json={"text": "长" * 300})
         assert r.status_code == 413 and error_of(r)["type"] == "payload_too_large"
 
+        def chunks():  # no Content-Length: the limit holds while streaming too
+            yield b'{"text": "'
+            for _ in range(10):
+                yield "长".encode() * 20
+            yield b'"}'
+
+        r = c.post("/extract", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and error_of(r)["type"] == "payload_too_large"
+
 
 def test_full_queue_is_429_with_retry_after(repo):
     with client_for(repo, max_queue_rows=2) as c:

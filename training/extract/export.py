@@ -29,7 +29,8 @@ MAX_LENGTH = 512  # characters per text; the position table's size
 def load_net(checkpoint: Path) -> DGCNNExtractor:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     net = DGCNNExtractor(DGCNNConfig(**ckpt["config"]))
-    net.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+    state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt["ema"]  # "ema": checkpoints before 0.1
+    net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.eval()
 
 
@@ -48,7 +49,8 @@ def fold_pretrained(net: DGCNNExtractor) -> DGCNNExtractor:
 
 def save_checkpoint(net: DGCNNExtractor, path: Path) -> None:
     """The EMA weights in fp16 (half the size) for fine-tuning, gradient export and the PyTorch baseline."""
-    torch.save({"config": net.config.to_dict(), "ema": {k: v.half() for k, v in net.state_dict().items()}}, path)
+    torch.save({"config": net.config.to_dict(), "state_dict": {k: v.half() for k, v in net.state_dict().items()}},
+               path)
 
 
 def stage_specs(hidden: int, num_labels: int) -> dict:

@@ -149,7 +149,8 @@ def train(cfg: TrainConfig) -> Path:
         rng.setstate(ckpt["rng"])
         log.info("resumed at epoch %d (best dev F1 %.4f)", state["epoch"], state["best_f1"])
 
-    started = time.monotonic()
+    # the time limit counts the epochs run before a resume too
+    started = time.monotonic() - 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
     log.info("train %d, dev %d sentences; %d labels; %d parameters", len(train_set), len(dev_set),
              len(schema.labels), sum(p.numel() for p in net.parameters()))
     while state["epoch"] < cfg.epochs:
@@ -171,10 +172,15 @@ def train(cfg: TrainConfig) -> Path:
         record = {"epoch": state["epoch"], "loss": total / max(1, steps),
                   "minutes": round((time.monotonic() - started) / 60, 1)}
         if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
-            record.update(evaluate_torch(ema, vocab, schema, dev_set, Thresholds()))
+            # Early on the EMA still carries much of the initial weights: score both, keep the better.
+            scores = {name: evaluate_torch(model, vocab, schema, dev_set, Thresholds())
+                      for name, model in (("ema", ema), ("raw", net))}
+            kind = max(scores, key=lambda k: scores[k]["f1"])
+            record.update(scores[kind], weights=kind, raw_f1=scores["raw"]["f1"], ema_f1=scores["ema"]["f1"])
             if record["f1"] > state["best_f1"]:
                 state["best_f1"] = record["f1"]
-                torch.save({"config": config.to_dict(), "ema": ema.state_dict()}, out / "best.pt")
+                weights = (ema if kind == "ema" else net).state_dict()
+                torch.save({"config": config.to_dict(), "state_dict": weights, "weights": kind}, out / "best.pt")
         state["history"].append(record)
         log.info("%s", json.dumps(record))
         torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
