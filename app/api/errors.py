@@ -35,8 +35,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ZhserveError)
     async def zhserve_error(request: Request, exc: ZhserveError) -> JSONResponse:
-        if not isinstance(exc, Overloaded):  # the batcher counts its own rejections
-            count(request, exc.type)
+        count(request, exc.type)
         headers = {"Retry-After": str(math.ceil(exc.retry_after))} if isinstance(exc, Overloaded) else None
         return error_response(exc.status, exc.type, exc.message, headers, request)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.runtime.backend import Arrays, Backend
-from app.runtime.errors import BackendError, DeadlineExceeded, Overloaded
+from app.runtime.errors import BackendError, DeadlineExceeded, Overloaded, Unavailable
 from app.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Batcher:
             self._worker = None
         for p in self._queue:
             if not p.future.done():
-                p.future.set_exception(DeadlineExceeded(f"{self.name}: server shutting down"))
+                p.future.set_exception(Unavailable(f"model {self.name}: server shutting down"))
         self._queue.clear()
         if self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -106,9 +106,8 @@ class Batcher:
         if not rows:
             return []
         if len(self._queue) + len(rows) > self.limits.max_queue_rows:
-            self.metrics.errors.labels("overloaded").inc()
             raise Overloaded(f"model {self.name} is at capacity ({self.limits.max_queue_rows} queued rows); "
-                             "retry later", retry_after=max(1.0, self.limits.max_queue_delay_ms / 1000))
+                             "retry later")
         loop = asyncio.get_running_loop()
         pending = [_Pending(r, self._length(r), deadline, loop.create_future()) for r in rows]
         self._queue.extend(pending)
