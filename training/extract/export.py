@@ -151,7 +151,12 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     log.info("onnx parity: max abs diff %.2e", max_diff)
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
-    recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else None
+    recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
+    for key in ("data", "schema", "out", "embeddings"):  # paths as the data README names them, not this machine's
+        if isinstance(recipe.get(key), str):
+            recipe[key] = str(Path(*Path(recipe[key]).parts[-3:]))
+        elif isinstance(recipe.get(key), list):
+            recipe[key] = [str(Path(*Path(p).parts[-3:])) for p in recipe[key]]
     if history:
         plot_history(history, model_dir / "training_curve.png")
     data_names = [str(Path(*p.parts[-3:])) for p in data]
