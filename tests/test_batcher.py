@@ -137,3 +137,12 @@ async def test_a_failing_row_fails_only_its_own_request():
     assert isinstance(results[-1], BackendError)
     assert [int(r[0]["total"]) for r in results[:-1]] == [0, 2, 4, 6, 8]
     await batcher.stop()
+
+
+async def test_a_lone_request_in_sparse_traffic_does_not_wait_for_the_delay():
+    backend = FakeBackend()
+    batcher = await make(backend, max_queue_delay_ms=500)
+    started = time.monotonic()
+    await batcher.submit([row([1, 2])], deadline())
+    assert time.monotonic() - started < 0.25  # ran at once, not after 500 ms
+    await batcher.stop()

@@ -2,8 +2,10 @@
 
 Each row is a dict of numpy arrays without the batch axis. Rows from many requests are merged into
 one padded batch that closes at `max_batch_size` rows, at `max_batch_tokens` padded tokens, or
-`max_queue_delay_ms` after its oldest row arrived. Rows are grouped by length (the oldest row
-always goes first, then the rows closest to it in length) to limit padding. Inference runs on a
+`max_queue_delay_ms` after its oldest row arrived (no wait at all for a lone row when traffic is
+sparse: nothing would join it, and at low load the delay would only add latency). Rows are
+grouped by length (the oldest row always goes first, then the rows closest to it in length) to
+limit padding. Inference runs on a
 worker thread, never on the event loop. The queue is bounded (Overloaded -> 429) and every row
 carries its request's deadline: rows whose request gave up are dropped before they run.
 If a batch fails, its rows are retried one by one, so one bad row fails only its own request.
@@ -59,6 +61,7 @@ class _Pending:
     length: int
     deadline: float
     future: asyncio.Future
+    sparse: bool = False  # no other submit came within the queue delay before this one
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -72,6 +75,7 @@ class Batcher:
         self._length_input = next((s for s in inputs if s.seq_axis is not None), None)
         self._queue: list[_Pending] = []
         self._running = 0  # rows in the batch being run
+        self._last_submit = float("-inf")
         self._arrived = asyncio.Event()
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
@@ -109,7 +113,10 @@ class Batcher:
             raise Overloaded(f"model {self.name} is at capacity ({self.limits.max_queue_rows} queued rows); "
                              "retry later")
         loop = asyncio.get_running_loop()
-        pending = [_Pending(r, self._length(r), deadline, loop.create_future()) for r in rows]
+        now = time.monotonic()
+        sparse = now - self._last_submit > self.limits.max_queue_delay_ms / 1000
+        self._last_submit = now
+        pending = [_Pending(r, self._length(r), deadline, loop.create_future(), sparse) for r in rows]
         self._queue.extend(pending)
         self._gauges()
         self._arrived.set()
@@ -138,7 +145,9 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             first = self._queue[0].enqueued
-            while len(self._queue) < self.limits.max_batch_size and (left := first + delay - time.monotonic()) > 0:
+            lone = len(self._queue) == 1 and self._queue[0].sparse
+            while (not lone and len(self._queue) < self.limits.max_batch_size
+                   and (left := first + delay - time.monotonic()) > 0):
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), left)
