@@ -9,14 +9,14 @@ import argparse
 import asyncio
 from pathlib import Path
 
-import torch
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from app.tasks.extract_decode import Thresholds, build_triples, find_subjects
+from app.tasks.extract_decode import Thresholds
 from app.tasks.extract_schema import Schema
 from app.text import CharVocab
+from training.extract.evaluate import TorchPredictor
 from training.extract.export import load_net
 
 
@@ -32,16 +32,7 @@ def create_app(version_dir: Path, thresholds: Thresholds) -> FastAPI:
     app = FastAPI()
 
     def predict(text: str) -> list[dict]:
-        with torch.no_grad():
-            ids = torch.from_numpy(vocab.encode(text))[None]
-            hidden, mask = net.encode(ids)
-            probs = torch.sigmoid(net.subject_logits(hidden, mask))[0].numpy()
-            triples = []
-            for span in find_subjects(probs, thresholds):
-                subject = torch.tensor([[span.start, span.end]])
-                objects = torch.sigmoid(net.object_logits(hidden, mask, subject))[0].numpy()
-                triples += build_triples(text, span, objects, schema, thresholds)
-        return triples
+        return TorchPredictor(net, vocab, schema).predict([text], thresholds)[0]  # fresh: no cache across requests
 
     @app.post("/extract")
     async def extract(body: Body) -> dict:

@@ -1,7 +1,6 @@
 """The model shipped in models/ serves real answers: triples from sentences written for this test."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.api.app import create_app
 from app.runtime.settings import Settings
+from tests.test_api import wait_ready
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -16,9 +16,7 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 @pytest.fixture(scope="module")
 def client():
     with TestClient(create_app(Settings(models=MODELS))) as c:
-        end = time.monotonic() + 60
-        while c.get("/readyz").status_code != 200 and time.monotonic() < end:
-            time.sleep(0.05)
+        assert wait_ready(c)["models"]["extract"] == "ready"
         yield c
 
 
