@@ -143,6 +143,7 @@ async def test_a_lone_request_in_sparse_traffic_does_not_wait_for_the_delay():
     backend = FakeBackend()
     batcher = await make(backend, max_queue_delay_ms=500)
     started = time.monotonic()
-    await batcher.submit([row([1, 2])], deadline())
+    await batcher.submit([row([1, 2]), row([3])], deadline())
     assert time.monotonic() - started < 0.25  # ran at once, not after 500 ms
+    assert backend.batches == [(2, 2)]  # both rows of the request in one batch
     await batcher.stop()

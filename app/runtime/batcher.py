@@ -2,11 +2,11 @@
 
 Each row is a dict of numpy arrays without the batch axis. Rows from many requests are merged into
 one padded batch that closes at `max_batch_size` rows, at `max_batch_tokens` padded tokens, or
-`max_queue_delay_ms` after its oldest row arrived (no wait at all for a lone row when traffic is
-sparse: nothing would join it, and at low load the delay would only add latency). Rows are
-grouped by length (the oldest row always goes first, then the rows closest to it in length) to
-limit padding. Inference runs on a
-worker thread, never on the event loop. The queue is bounded (Overloaded -> 429) and every row
+`max_queue_delay_ms` after its oldest row arrived (no wait at all when that row's request came
+alone, with no other request within the delay before it: at low load nothing would join, and the
+delay would only add latency). Rows are grouped by length (the oldest row always goes first, then
+the rows closest to it in length) to limit padding. Inference runs on a worker thread, never on
+the event loop. The queue is bounded (Overloaded -> 429) and every row
 carries its request's deadline: rows whose request gave up are dropped before they run.
 If a batch fails, its rows are retried one by one, so one bad row fails only its own request.
 """
@@ -61,7 +61,7 @@ class _Pending:
     length: int
     deadline: float
     future: asyncio.Future
-    sparse: bool = False  # no other submit came within the queue delay before this one
+    sparse: bool = False  # no other request submitted within the queue delay before this one
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -145,8 +145,8 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             first = self._queue[0].enqueued
-            lone = len(self._queue) == 1 and self._queue[0].sparse
-            while (not lone and len(self._queue) < self.limits.max_batch_size
+            sparse = self._queue[0].sparse
+            while (not sparse and len(self._queue) < self.limits.max_batch_size
                    and (left := first + delay - time.monotonic()) > 0):
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
