@@ -31,10 +31,7 @@ def task_for(name: str):
     def dependency(request: Request):
         task = request.app.state.tasks.get(name)
         if task is None:
-            repo: ModelRepository = request.app.state.repository
-            handle = next((h for h in repo.models.values() if h.task == name), None)
-            if handle is None:
-                raise Unavailable(f"no model for task {name!r} in the repository")
+            handle = request.app.state.repository.for_task(name)  # Unavailable when there is none
             raise Unavailable(f"model {handle.name} is {handle.state}" + (f": {handle.error}" if handle.error else ""))
         return task
 

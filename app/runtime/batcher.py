@@ -132,10 +132,6 @@ class Batcher:
                 elif not p.future.cancelled():
                     p.future.exception()  # mark retrieved: a failure already reached the caller
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
     # -- worker -----------------------------------------------------------------------------
 
     async def _loop(self) -> None:

@@ -127,11 +127,6 @@ class ModelRepository:
         handle.state, handle.error = FAILED, error
         self.metrics.model_ready.labels(handle.name).set(0)
 
-    def get(self, name: str) -> ModelHandle:
-        if name not in self.models:
-            raise Unavailable(f"no model named {name!r} in {self.root}")
-        return self.models[name]
-
     def for_task(self, task: str) -> ModelHandle:
         """The model serving a task (the first by name when several do)."""
         for handle in self.models.values():

@@ -125,9 +125,8 @@ async def predict_served(models: Path, texts: list[str], chunk: int = 16, concur
     from app.tasks.extract import ExtractTask
 
     repo = ModelRepository(models, Metrics())
-    handle = next((h for h in repo.discover() if h.task == "extract"), None)
-    if handle is None:
-        raise SystemExit(f"no extract model in {models}")
+    repo.discover()
+    handle = repo.for_task("extract")
     repo.load(handle)
     if handle.error:
         raise SystemExit(f"model {handle.name} failed to load: {handle.error}")
