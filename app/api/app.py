@@ -15,9 +15,9 @@ from app.api.middleware import BodyLimit, RequestMetrics
 from app.api.routes import extract, system, v2
 from app.runtime.batcher import BatchLimits
 from app.runtime.metrics import Metrics
-from app.runtime.repository import FAILED, ModelHandle, ModelRepository
+from app.runtime.repository import ModelHandle, ModelRepository
 from app.runtime.settings import Settings
-from app.tasks.registry import TASKS
+from app.tasks.registry import load_task
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,11 @@ async def load_models(app: FastAPI) -> None:
     repo: ModelRepository = app.state.repository
 
     async def load_one(handle: ModelHandle) -> None:
-        await asyncio.to_thread(repo.load, handle)
-        if handle.state == FAILED:
-            repo.mark_failed(handle, handle.error or "failed to load")
+        task = await asyncio.to_thread(load_task, repo, handle)
+        if task is None:
             return
-        task_cls = TASKS.get(handle.task)
-        try:
-            if task_cls is None:
-                raise ValueError(f"unknown task {handle.task!r}")
-            task = task_cls(handle)
-        except Exception as exc:  # noqa: BLE001
-            log.exception("model %s: task set-up failed", handle.name)
-            repo.mark_failed(handle, f"{type(exc).__name__}: {exc}")
-            return
-        for batcher in handle.stages.values():
-            batcher.start()
+        repo.start(handle)
         app.state.tasks.setdefault(handle.task, task)
-        repo.mark_ready(handle)
         log.info("model %s v%s ready (%s) in %.2fs", handle.name, handle.version, handle.providers, handle.load_seconds)
 
     await asyncio.gather(*(load_one(h) for h in repo.discover()))

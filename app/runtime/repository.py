@@ -117,9 +117,12 @@ class ModelRepository:
             handle.load_seconds = round(time.monotonic() - started, 3)
         except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
             log.exception("model %s failed to load", handle.name)
-            handle.state, handle.error = FAILED, f"{type(exc).__name__}: {exc}"
+            self.mark_failed(handle, f"{type(exc).__name__}: {exc}")
 
-    def mark_ready(self, handle: ModelHandle) -> None:
+    def start(self, handle: ModelHandle) -> None:
+        """Start the loaded model's batchers (on the event loop) and report it ready."""
+        for batcher in handle.stages.values():
+            batcher.start()
         handle.state = READY
         self.metrics.model_ready.labels(handle.name).set(1)
 

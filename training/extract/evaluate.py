@@ -122,18 +122,15 @@ async def predict_served(models: Path, texts: list[str], chunk: int = 16, concur
 
     from app.runtime.metrics import Metrics
     from app.runtime.repository import ModelRepository
-    from app.tasks.extract import ExtractTask
+    from app.tasks.registry import load_task
 
     repo = ModelRepository(models, Metrics())
     repo.discover()
     handle = repo.for_task("extract")
-    repo.load(handle)
-    if handle.error:
+    task = load_task(repo, handle)
+    if task is None:
         raise SystemExit(f"model {handle.name} failed to load: {handle.error}")
-    repo.mark_ready(handle)
-    task = ExtractTask(handle)
-    for batcher in handle.stages.values():
-        batcher.start()
+    repo.start(handle)
     results: list[list[dict]] = [[] for _ in texts]
     gate = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(texts), desc="extract", unit="text")
