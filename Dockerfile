@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY training ./training
 COPY bench ./bench
-ARG EXTRA=cpu
+ARG EXTRA=cpu,png
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRA}]"
 
 # ---- cpu: python slim + onnxruntime ---------------------------------------------------------
@@ -41,7 +41,7 @@ COPY app ./app
 COPY training ./training
 COPY bench ./bench
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[gpu]" && rm -rf /src
+RUN pip install --no-cache-dir ".[gpu,png]" && rm -rf /src
 WORKDIR /
 COPY --chown=10001:10001 models /srv/models
 USER 10001

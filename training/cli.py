@@ -24,27 +24,41 @@ def train_main(task: str, argv: list[str]) -> None:
         texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if split_of(r["text"]) == "train"]
         main(Path(a.out), texts, max_chars=a.max_chars)
     elif task == "extract":
-        from dataclasses import fields
-
         from training.extract.train import RECIPES, TrainConfig, train
 
         p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
         p.add_argument("--data", nargs="+", default=DUIE_FILES)
         p.add_argument("--schema", default=str(DUIE / "schema.json"))
         p.add_argument("--out", default=str(RUNS / "extract"))
-        p.add_argument("--recipe", choices=sorted(RECIPES), help="preset sizes: cpu (the shipped model) or gpu")
-        for f in fields(TrainConfig):
-            if f.name not in ("data", "schema", "out"):
-                p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
-                               default=f.default)
-        recipe = p.parse_known_args(argv)[0].recipe
-        if recipe:
-            p.set_defaults(**RECIPES[recipe])
-        args = vars(p.parse_args(argv))
-        args.pop("recipe")
-        train(TrainConfig(**args))
+        train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+    elif task == "mlm":
+        import logging
+
+        from training.mlm.train import RECIPES, MLMConfig, train
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        p = argparse.ArgumentParser(prog="zhserve train mlm", description="pretrain the project's BERT masked LM")
+        train(MLMConfig(**_config_args(p, MLMConfig, RECIPES, argv)))
     else:
-        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract)")
+        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract, mlm)")
+
+
+def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
+    """One flag per config field not already on `p`, plus --recipe presets (explicit flags still win)."""
+    from dataclasses import fields
+
+    p.add_argument("--recipe", choices=sorted(recipes), help="preset sizes: cpu (the shipped model) or gpu")
+    taken = {a.dest for a in p._actions}
+    for f in fields(config):
+        if f.name not in taken:
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
+                           default=f.default)
+    recipe = p.parse_known_args(argv)[0].recipe
+    if recipe:
+        p.set_defaults(**recipes[recipe])
+    args = vars(p.parse_args(argv))
+    args.pop("recipe")
+    return args
 
 
 def export_main(task: str, argv: list[str]) -> None:

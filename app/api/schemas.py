@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 
@@ -60,6 +62,42 @@ class ExtractResponse(BaseModel):
     model: str
     version: str | None
     results: list[ExtractResult]
+
+
+# -- /explain -------------------------------------------------------------------------------
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task": "extract", "text": "《邪少兵王》是冰火未央写的网络小说",
+         "target": {"subject": "邪少兵王", "predicate": "作者", "object": {"@value": "冰火未央"},
+                    "subject_span": [1, 5], "object_span": [7, 11]}},
+        {"task": "extract", "text": "周杰伦出生于台湾省新北市", "target": {"subject_span": [0, 3]}, "format": "html"}]})
+
+    task: Literal["extract"] = Field("extract", description="which hosted model's score to explain")
+    text: StrictStr = Field(description="the input text (at most the explainer's max_length characters)")
+    target: dict[str, Any] = Field(description="a triple as /extract returned it, or just subject_span "
+                                               "(+ predicate and object_span); strings are located when spans are absent")
+    steps: int | None = Field(None, description="integration steps (default 50; limit in /v1/models)")
+    method: Literal["trapezoid", "gauss-legendre"] = "trapezoid"
+    baseline: Literal["zero", "pad", "mask"] = Field("zero", description="zero embeddings, or the [PAD] or [MASK] "
+                                                                         "embedding at every position")
+    format: Literal["json", "html", "png"] = "json"
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: str | None
+    task: str
+    target: dict[str, Any] = Field(description="the explained triple and `score_explained`, the formula of the score")
+    characters: list[str]
+    attributions: list[float] = Field(description="signed Integrated-Gradients attribution per character")
+    normalized: list[float] = Field(description="attributions scaled into [-1, 1]")
+    score: float = Field(description="F(x): the explained score on the input")
+    baseline_score: float = Field(description="F(x') on the baseline")
+    delta: float = Field(description="completeness error: sum(attributions) - (score - baseline_score)")
+    steps: int
+    method: str
+    baseline: str
 
 
 # -- system ---------------------------------------------------------------------------------

@@ -69,9 +69,9 @@ def warmup_batch(inputs: list[TensorSpec], length: int = 8) -> dict[str, np.ndar
     return {s.name: np.zeros([size(i, d) for i, d in enumerate(s.shape)], dtype=s.dtype) for s in inputs}
 
 
-def batch_limits(config: dict, defaults: BatchLimits, overrides: dict) -> BatchLimits:
-    """model.json "batching" over the server defaults; explicit server settings win over both."""
-    values = {**defaults.__dict__, **config.get("batching", {}), **overrides}
+def batch_limits(config: dict, defaults: BatchLimits, overrides: dict, stage: dict | None = None) -> BatchLimits:
+    """A stage's "batching" over its model's over the server defaults; explicit server settings win over all."""
+    values = {**defaults.__dict__, **config.get("batching", {}), **(stage or {}).get("batching", {}), **overrides}
     return BatchLimits(**{k: values[k] for k in defaults.__dict__})
 
 
@@ -101,7 +101,6 @@ class ModelRepository:
         started = time.monotonic()
         try:
             directory = latest_version(self.root / handle.name)
-            limits = batch_limits(handle.config, self.defaults, self.overrides)
             stages = {}
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{handle.name}")
             for stage_name, spec in handle.config["stages"].items():
@@ -110,6 +109,7 @@ class ModelRepository:
                 backend.run(warmup_batch(inputs))  # first-run allocations happen now, not on a request
                 outputs = [TensorSpec.from_dict(k, v) for k, v in spec["outputs"].items()]
                 label = handle.name if len(handle.config["stages"]) == 1 else f"{handle.name}/{stage_name}"
+                limits = batch_limits(handle.config, self.defaults, self.overrides, spec)
                 stages[stage_name] = Batcher(label, backend, inputs, outputs, limits, self.metrics, executor)
                 handle.providers = backend.providers
             handle.directory, handle.version, handle.stages = directory, directory.name, stages

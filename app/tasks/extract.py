@@ -13,6 +13,7 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.extract_decode import Thresholds, build_triples, find_subjects
+from app.tasks.extract_explain import ExtractExplainer
 from app.tasks.extract_schema import Schema
 from app.text import CharVocab
 
@@ -25,6 +26,8 @@ class ExtractTask:
         self.schema = Schema.load(model.directory / config["schema"])
         self.thresholds = Thresholds(**config.get("thresholds", {}))
         self.max_length = int(config["max_length"])
+        # /explain: models exported with a gradient graph can say why they found a triple.
+        self.explainer = ExtractExplainer(model, self.vocab, self.schema) if "gradient" in config["stages"] else None
 
     def validate(self, texts: list[str]) -> None:
         for i, text in enumerate(texts):

@@ -19,6 +19,7 @@ from app.tasks.extract_schema import Schema
 from app.text import CharVocab
 from training.extract.data import load_examples, split_of
 from training.extract.evaluate import evaluate_torch, tune_thresholds
+from training.extract.gradient import export_gradient_stage
 from training.extract.model import DGCNNConfig, DGCNNExtractor, ObjectStage, SubjectStage
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,9 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out_dir)
     save_checkpoint(net, out_dir / "checkpoint.pt")
+    stages = stage_specs(net.config.hidden, net.config.num_labels)
+    # The gradient graph comes from the saved fp16 weights, which is what a later re-export would see.
+    stages["gradient"] = export_gradient_stage(load_net(out_dir / "checkpoint.pt"), out_dir)
     shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
     shutil.copy(run / "schema.jsonl", out_dir / "schema.jsonl")
     max_diff = parity(net, out_dir, vocab, [e.text for e in test[:16]])
@@ -172,7 +176,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         # A small token budget splits the queue into batches of similar length: on CPU, padding costs
         # more than small batches do (bench/extract.py: 0.53 of the ceiling at 16384 tokens, 0.81 at 512).
         "batching": {"max_batch_size": 64, "max_batch_tokens": 512, "max_queue_delay_ms": 2.0},
-        "stages": stage_specs(net.config.hidden, net.config.num_labels),
+        "stages": stages,
+        "explain": {"embeddings": "embeddings.npy", "steps": 50, "max_steps": 200},
         "quality": {
             "split": "test: 12% of the DuIE 2.0 train subsets by md5(text) (training/extract/data.py split_of)",
             "n": len(test), **test_scores,

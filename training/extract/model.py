@@ -97,17 +97,26 @@ class DGCNNExtractor(nn.Module):
         nn.init.constant_(self.subject_head.bias, -4.0)
         nn.init.constant_(self.object_head.bias, -4.0)
 
+    def embeddings(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> character embeddings (B, T, H): what Integrated Gradients attributes to."""
+        x = self.embed(token_ids)
+        if self.config.pretrained_dim:
+            x = x + self.pretrained_proj(self.pretrained(token_ids))
+        return x
+
     def encode(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) ids -> hidden (B, T, H) and mask (B, T) as floats."""
         mask = (token_ids > 0).float()
-        positions = torch.arange(token_ids.shape[1], device=token_ids.device).clamp(max=self.config.max_len - 1)
-        x = self.embed(token_ids) + self.position(positions)[None]
-        if self.config.pretrained_dim:
-            x = x + self.pretrained_proj(self.pretrained(token_ids))
+        return self.encode_embeddings(self.embeddings(token_ids), mask), mask
+
+    def encode_embeddings(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Character embeddings (B, T, H) and mask (B, T) -> hidden (B, T, H)."""
+        positions = torch.arange(embeddings.shape[1], device=embeddings.device).clamp(max=self.config.max_len - 1)
+        x = embeddings + self.position(positions)[None]
         x = F.dropout(x, self.config.dropout, self.training) * mask[..., None]
         for conv in self.convs:
             x = conv(x, mask[..., None])
-        return x, mask
+        return x
 
     def subject_logits(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """-> (B, T, 2): start and end logits of subjects."""

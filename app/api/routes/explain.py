@@ -1,0 +1,31 @@
+"""POST /explain: Integrated-Gradients attributions of a hosted model's score, as JSON, HTML or PNG."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.api.deps import DeadlineDep, task_for
+from app.api.schemas import ERRORS, ExplainRequest, ExplainResponse
+from app.runtime.errors import InvalidInput
+from app.tasks.explain_render import render_html, render_png
+
+router = APIRouter(tags=["explain"])
+
+
+@router.post("/explain", response_model=ExplainResponse, responses={
+    **ERRORS, 200: {"content": {"application/json": {}, "text/html": {}, "image/png": {}},
+                    "description": "attributions (json), or a heatmap page (html) or image (png)"}})
+async def explain(body: ExplainRequest, request: Request, deadline: DeadlineDep):
+    """Why did the model score this target? Per-character Integrated Gradients with a completeness check."""
+    task = task_for(body.task)(request)
+    if getattr(task, "explainer", None) is None:
+        raise InvalidInput(f"task: the {body.task} model has no gradient graph to explain with")
+    result = await task.explainer.explain(body.text, body.target, deadline, body.steps, body.method, body.baseline)
+    if body.format == "html":
+        return HTMLResponse(render_html(result))
+    if body.format == "png":
+        return Response(await asyncio.to_thread(render_png, result), media_type="image/png")
+    return result

@@ -1,0 +1,127 @@
+"""Integrated Gradients for the /extract model: which characters made it find this triple?
+
+The explained score is the probabilistic graph's log-probability of the triple's pointers:
+log P(subject start) + log P(subject end), plus, when the target names a predicate and an object,
+log P(object start | subject, predicate) + log P(object end | subject, predicate) for the object's @value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.runtime.errors import InvalidInput
+from app.runtime.repository import ModelHandle
+from app.tasks.explain import METHODS, integrate, interpolate, quadrature
+from app.tasks.extract_schema import VALUE, Schema
+from app.text import CharVocab
+
+BASELINES = ("zero", "pad", "mask")
+SUBJECT_SCORE = "log P(subject start) + log P(subject end)"
+TRIPLE_SCORE = SUBJECT_SCORE + " + log P(object start | subject, predicate) + log P(object end | subject, predicate)"
+
+
+@dataclass(frozen=True)
+class Target:
+    subject: tuple[int, int]  # [start, end) into the text
+    predicate: str | None = None
+    object: tuple[int, int] | None = None
+    label: int = 0
+
+    def describe(self, text: str) -> dict:
+        out = {"subject": text[slice(*self.subject)], "subject_span": list(self.subject)}
+        if self.predicate is not None and self.object is not None:
+            out |= {"predicate": self.predicate, "object": {VALUE: text[slice(*self.object)]},
+                    "object_span": list(self.object)}
+        return out | {"score_explained": TRIPLE_SCORE if self.predicate else SUBJECT_SCORE}
+
+
+def _span(text: str, span, value, field: str) -> tuple[int, int]:
+    """A [start, end) span from `span`, or found from the `value` string (its first occurrence)."""
+    if span is not None:
+        if (not isinstance(span, list | tuple) or len(span) != 2
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in span)):
+            raise InvalidInput(f"target.{field}_span: expected [start, end] integers, got {span!r}")
+        start, end = span
+        if not 0 <= start < end <= len(text):
+            raise InvalidInput(f"target.{field}_span: {span} is not a non-empty span of the {len(text)}-character text")
+        if value is not None and text[start:end] != value:
+            raise InvalidInput(f"target.{field}: {value!r} is not the text at {field}_span {span} "
+                               f"({text[start:end]!r})")
+        return start, end
+    if value is None:
+        raise InvalidInput(f"target.{field}_span: give the span (or the {field} string)")
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"target.{field}: expected a non-empty string")
+    start = text.find(value)
+    if start < 0:
+        raise InvalidInput(f"target.{field}: {value!r} does not occur in the text")
+    return start, start + len(value)
+
+
+def resolve_target(text: str, target: dict, schema: Schema) -> Target:
+    """A target as /extract returned it (or just the fields that matter) -> spans and the object label."""
+    subject = _span(text, target.get("subject_span"), target.get("subject"), "subject")
+    predicate = target.get("predicate")
+    if predicate is None:
+        return Target(subject)
+    if predicate not in schema.predicates:
+        raise InvalidInput(f"target.predicate: {predicate!r} is not in the model's schema")
+    value = target.get("object")
+    if isinstance(value, dict):
+        value = value.get(VALUE)
+    obj = _span(text, target.get("object_span"), value, "object")
+    return Target(subject, predicate, obj, schema.label_index[(predicate, VALUE)])
+
+
+class ExtractExplainer:
+    def __init__(self, model: ModelHandle, vocab: CharVocab, schema: Schema):
+        config = model.config["explain"]
+        self.model, self.vocab, self.schema = model, vocab, schema
+        self.table = np.load(model.directory / config["embeddings"]).astype(np.float32)
+        self.default_steps = int(config.get("steps", 50))
+        self.max_steps = int(config.get("max_steps", 200))
+        self.max_length = int(config.get("max_length", 256))
+
+    def baseline(self, name: str, length: int) -> np.ndarray:
+        if name == "zero":
+            return np.zeros((length, self.table.shape[1]), np.float32)
+        if name in ("pad", "mask"):
+            row = self.table[self.vocab.pad_id if name == "pad" else self.vocab.mask_id]
+            return np.repeat(row[None], length, axis=0)
+        raise InvalidInput(f"baseline: {name!r} is not one of {', '.join(BASELINES)}")
+
+    async def explain(self, text: str, target: dict, deadline: float, steps: int | None = None,
+                      method: str = "trapezoid", baseline: str = "zero") -> dict:
+        steps = self.default_steps if steps is None else steps
+        if not 1 <= steps <= self.max_steps:
+            raise InvalidInput(f"steps: {steps} is outside 1..{self.max_steps}")
+        if method not in METHODS:
+            raise InvalidInput(f"method: {method!r} is not one of {', '.join(METHODS)}")
+        if not text.strip():
+            raise InvalidInput("text: empty text")
+        if len(text) > self.max_length:
+            raise InvalidInput(f"text: {len(text)} characters, over the explainer's max_length {self.max_length}")
+        goal = resolve_target(text, target, self.schema)
+        inputs = self.table[self.vocab.encode(text)]
+        base = self.baseline(baseline, len(text))
+        alphas, weights = quadrature(steps, method)
+        shared = {"mask": np.ones(len(text), np.float32),
+                  "subject": np.array([goal.subject[0], goal.subject[1] - 1], np.int64),
+                  "object": np.array([goal.object[0], goal.object[1] - 1] if goal.object else [0, 0], np.int64),
+                  "label": np.array(goal.label, np.int64),
+                  "use_object": np.array(1.0 if goal.object else 0.0, np.float32)}
+        rows = [{"embeddings": point, **shared} for point in interpolate(inputs, base, alphas)]
+        outputs = await self.model.stage("gradient").submit(rows, deadline)
+        result = integrate(inputs, base, weights, np.stack([o["gradient"] for o in outputs]),
+                           np.array([float(o["score"]) for o in outputs]))
+        return {
+            "model": self.model.name, "version": self.model.version, "task": "extract",
+            "target": goal.describe(text),
+            "characters": list(text),
+            "attributions": [round(float(a), 6) for a in result.attributions],
+            "normalized": [round(float(a), 4) for a in result.normalized],
+            "score": result.score, "baseline_score": result.baseline_score, "delta": result.delta,
+            "steps": steps, "method": method, "baseline": baseline,
+        }

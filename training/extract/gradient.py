@@ -1,0 +1,153 @@
+"""The /extract model's target score and its gradient with respect to the character embeddings,
+exported to ONNX so that Integrated Gradients runs in onnxruntime, without PyTorch.
+
+torch.onnx.export cannot export torch.autograd.grad inside forward. The route that works (see
+DESIGN.md): trace torch.func.grad with make_fx (symbolic shapes), export that graph with the dynamo
+exporter, and translate aten.convolution_backward (only the input gradient is needed) as ConvTranspose.
+It rests on private torch APIs: tests/test_explain.py compares the result with autograd.
+
+Graph inputs:  embeddings (B, T, H) f32, mask (B, T) f32, subject (B, 2) i64, object (B, 2) i64,
+               label (B,) i64, use_object (B,) f32
+Graph outputs: score (B,) f32, gradient (B, T, H) f32
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from training.extract.model import DGCNNExtractor
+
+
+class MatmulLinear(nn.Module):
+    """nn.Linear as matmul + bias: F.linear's traced backward fixes the batch and sequence sizes."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x, self.weight.t())
+        return y if self.bias is None else y + self.bias
+
+
+def with_matmul_linears(net: nn.Module) -> nn.Module:
+    net = copy.deepcopy(net)
+    for name, child in list(net.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, nn.Linear):
+                setattr(child, attr, MatmulLinear(sub))
+    return net
+
+
+class TripleScore(nn.Module):
+    """log P(subject start) + log P(subject end) [+ log P(object start | s, label) + log P(object end | s, label)],
+    the pointer log-probabilities the probabilistic graph multiplies into a triple's score."""
+
+    def __init__(self, net: DGCNNExtractor):
+        super().__init__()
+        self.net = with_matmul_linears(net).eval()
+
+    def forward(self, embeddings, mask, subject, obj, label, use_object):
+        net = self.net
+        hidden = net.encode_embeddings(embeddings, mask)
+        s_logits = net.subject_logits(hidden, mask)  # (B, T, 2)
+        o_logits = net.object_logits(hidden, mask, subject)  # (B, T, C, 2)
+        B, T, C, _ = o_logits.shape
+        # Gathers on flattened logits: slicing ([..., 0]) would trace to as_strided_scatter, which ONNX lacks.
+        s_flat, o_flat = s_logits.reshape(B, T * 2), o_logits.reshape(B, T * C * 2)
+        s_start, s_end = torch.gather(s_flat, 1, subject * 2 + torch.tensor([0, 1])).unbind(1)
+        o_index = (obj * C + label[:, None]) * 2 + torch.tensor([0, 1])
+        o_start, o_end = torch.gather(o_flat, 1, o_index).unbind(1)
+        subject_score = F.logsigmoid(s_start) + F.logsigmoid(s_end)
+        return subject_score + use_object * (F.logsigmoid(o_start) + F.logsigmoid(o_end))
+
+
+def gradient_function(score: TripleScore):
+    """(embeddings, ...) -> (score per row, d score / d embeddings): rows are independent, so the
+    gradient of the summed score is every row's own gradient."""
+
+    def summed(embeddings, mask, subject, obj, label, use_object):
+        rows = score(embeddings, mask, subject, obj, label, use_object)
+        return rows.sum(), rows
+
+    grad = torch.func.grad(summed, has_aux=True)
+
+    def both(embeddings, mask, subject, obj, label, use_object):
+        gradient, rows = grad(embeddings, mask, subject, obj, label, use_object)
+        return rows, gradient
+
+    return both
+
+
+def example_inputs(net: DGCNNExtractor, batch: int = 3, length: int = 17):
+    g = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(batch, length, net.config.hidden, generator=g) * 0.1
+    mask = torch.ones(batch, length)
+    subject = torch.tensor([[1, 3], [0, 0], [5, 9]])[:batch]
+    obj = torch.tensor([[6, 8], [2, 4], [0, 1]])[:batch]
+    label = torch.tensor([0, 1, 2])[:batch]
+    use_object = torch.tensor([1.0, 1.0, 0.0])[:batch]
+    return embeddings, mask, subject, obj, label, use_object
+
+
+def _convolution_backward_translation():
+    """aten.convolution_backward -> ConvTranspose for the input gradient (stride 1, one group: our convs)."""
+    from onnxscript import opset18 as op
+
+    def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+                             output_padding, groups, output_mask):
+        grad_input = op.ConvTranspose(grad_output, weight, dilations=dilation, pads=padding + padding,
+                                      strides=stride, group=groups)
+        # Weight and bias gradients are never asked for (output_mask is [True, False, False]); the exporter
+        # wants three values, and the unused ones are pruned.
+        return grad_input, grad_input, grad_input
+
+    return convolution_backward
+
+
+def export_gradient(net: DGCNNExtractor, path: Path) -> None:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    net = net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    inputs = example_inputs(net)
+    traced = make_fx(gradient_function(TripleScore(net)), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=net.config.max_len)
+    names = ["embeddings", "mask", "subject", "object", "label", "use_object"]
+    dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {0: batch}, {0: batch}, {0: batch})
+    torch.onnx.export(traced, inputs, path, dynamo=True, external_data=False, input_names=names,
+                      output_names=["score", "gradient"], dynamic_shapes=dynamic, verbose=False,
+                      custom_translation_table={torch.ops.aten.convolution_backward.default:
+                                                _convolution_backward_translation()})
+
+
+def gradient_stage_spec(hidden: int) -> dict:
+    f32, i64 = "float32", "int64"
+    return {"file": "gradient.onnx",
+            "inputs": {"embeddings": {"dtype": f32, "shape": ["batch", "seq", hidden]},
+                       "mask": {"dtype": f32, "shape": ["batch", "seq"]},
+                       "subject": {"dtype": i64, "shape": ["batch", 2]},
+                       "object": {"dtype": i64, "shape": ["batch", 2]},
+                       "label": {"dtype": i64, "shape": ["batch"]},
+                       "use_object": {"dtype": f32, "shape": ["batch"]}},
+            "outputs": {"score": {"dtype": f32, "shape": ["batch"]},
+                        "gradient": {"dtype": f32, "shape": ["batch", "seq", hidden]}},
+            # All interpolation steps of a request are one batch: let it through whole.
+            "batching": {"max_batch_size": 256, "max_batch_tokens": 65536}}
+
+
+def export_gradient_stage(net: DGCNNExtractor, out_dir: Path) -> dict:
+    """gradient.onnx + embeddings.npy (the character table IG interpolates in) into a version folder."""
+    import numpy as np
+
+    export_gradient(net, out_dir / "gradient.onnx")
+    with torch.no_grad():
+        table = net.embeddings(torch.arange(net.config.vocab_size)[None])[0].numpy()
+    np.save(out_dir / "embeddings.npy", table.astype(np.float16))  # the checkpoint's weights are fp16 already
+    return gradient_stage_spec(net.config.hidden)
