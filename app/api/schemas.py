@@ -75,8 +75,8 @@ class ExplainRequest(BaseModel):
 
     task: Literal["extract"] = Field("extract", description="which hosted model's score to explain")
     text: StrictStr = Field(description="the input text (at most the explainer's max_length characters)")
-    target: dict[str, Any] = Field(description="a triple as /extract returned it, or just subject_span "
-                                               "(+ predicate and object_span); strings are located when spans are absent")
+    target: dict[str, Any] = Field(description="a triple as /extract returned it, or just subject_span (+ predicate "
+                                               "and object_span); strings are located when spans are absent")
     steps: int | None = Field(None, description="integration steps (default 50; limit in /v1/models)")
     method: Literal["trapezoid", "gauss-legendre"] = "trapezoid"
     baseline: Literal["zero", "pad", "mask"] = Field("zero", description="zero embeddings, or the [PAD] or [MASK] "

@@ -30,7 +30,7 @@ def colour(value: float) -> tuple[int, int, int]:
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#%02x%02x%02x" % rgb
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _title(result: dict) -> str:
@@ -60,7 +60,8 @@ table {{ border-collapse: collapse; margin-top: 1em; font-size: .9em; }} td {{ p
 <table>
 <tr><td>model</td><td>{html.escape(str(result["model"]))} v{html.escape(str(result["version"]))}</td></tr>
 <tr><td>score F(x)</td><td>{result["score"]:.4f}</td></tr>
-<tr><td>baseline score F(x')</td><td>{result["baseline_score"]:.4f} ({html.escape(result["baseline"])} embeddings)</td></tr>
+<tr><td>baseline score F(x')</td>
+    <td>{result["baseline_score"]:.4f} ({html.escape(result["baseline"])} embeddings)</td></tr>
 <tr><td>completeness delta</td><td>{result["delta"]:+.2e} (sum of attributions minus F(x) - F(x'))</td></tr>
 <tr><td>integration</td><td>{result["steps"]} steps, {html.escape(result["method"])}</td></tr>
 </table></body></html>

@@ -37,7 +37,7 @@ class MatmulLinear(nn.Module):
 
 def with_matmul_linears(net: nn.Module) -> nn.Module:
     net = copy.deepcopy(net)
-    for name, child in list(net.named_modules()):
+    for child in list(net.modules()):
         for attr, sub in list(child.named_children()):
             if isinstance(sub, nn.Linear):
                 setattr(child, attr, MatmulLinear(sub))
