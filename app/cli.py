@@ -21,7 +21,8 @@ def _eval(args: argparse.Namespace) -> None:
     from training.cli import eval_main
 
     models = Path(args.models) if args.models else DEFAULT_MODELS
-    metrics = eval_main(args.task, [Path(d) for d in args.data], models, args.limit, args.split)
+    words = Path(args.words) if args.words else None
+    metrics = eval_main(args.task, [Path(d) for d in args.data], models, args.limit, args.split, words)
     print(json.dumps(metrics, ensure_ascii=False))  # the LAST line of stdout (CLI contract)
 
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N records")
     p.add_argument("--split", choices=["train", "dev", "test"], default=None,
                    help="only records of this split of the project's md5(text) split")
+    p.add_argument("--words", default=None, help="segment: training word list, for OOV recall")
     p.add_argument("--models", default=None)
     p.set_defaults(func=_eval)
 

@@ -62,8 +62,10 @@ def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[s
 
 
 def export_main(task: str, argv: list[str]) -> None:
+    if task == "mlm":
+        return _export_mlm(argv)
     if task != "extract":
-        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract)")
+        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract, mlm)")
     p = argparse.ArgumentParser(prog="zhserve export extract",
                                 description="tune thresholds, export ONNX, write model.json")
     p.add_argument("--run", default=str(RUNS / "extract"), help="training output folder")
@@ -77,9 +79,52 @@ def export_main(task: str, argv: list[str]) -> None:
     export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
 
 
-def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None) -> dict:
+SEG = DATA / "seg"
+
+
+def _export_mlm(argv: list[str]) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = argparse.ArgumentParser(prog="zhserve export mlm", description="BERT masked LM -> ONNX encoder for "
+                                "Perturbed Masking (/segment, /parse), tuned on UD dev and measured on PKU gold")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--run", default=str(RUNS / "mlm"), help="a `zhserve train mlm` output folder")
+    source.add_argument("--hf-model", help="a Hugging Face BERT checkpoint folder (config.json, weights, vocab.txt)")
+    p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--name", default="mlm")
+    p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
+    p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
+    p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
+                   help="arc scores from the impact matrix (default: tuned)")
+    p.add_argument("--tune-data", default=str(SEG / "ud_zh_gsdsimp" / "dev.conllu"))
+    p.add_argument("--segment-eval", nargs="*", default=[str(SEG / "sighan2005" / "pku_test_gold.utf8")])
+    p.add_argument("--segment-limit", type=int, default=0)
+    p.add_argument("--words", default=str(SEG / "sighan2005" / "pku_training_words.utf8"),
+                   help="training word list for OOV recall")
+    p.add_argument("--parse-eval", nargs="*", default=[str(SEG / "ud_zh_gsdsimp" / "dev.conllu")])
+    p.add_argument("--parse-limit", type=int, default=0)
+    p.add_argument("--command", default="", help="training command to record in model.json")
+    a = p.parse_args(argv)
+    from training.mlm.export import export
+
+    export(None if a.hf_model else Path(a.run), Path(a.hf_model) if a.hf_model else None, Path(a.models), a.name,
+           a.layer, a.threshold, a.orientation, [Path(d) for d in a.segment_eval], [Path(d) for d in a.parse_eval],
+           a.segment_limit, a.parse_limit, Path(a.words) if a.words else None, Path(a.tune_data), a.command)
+
+
+def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,
+              words: Path | None = None) -> dict:
     if task == "extract":
         from training.extract.evaluate import evaluate_served
 
         return evaluate_served(data, models, limit, split)
-    raise SystemExit(f"zhserve eval: task {task!r} has no model yet (available: extract)")
+    if task == "segment":
+        from training.mlm.evaluate import evaluate_segment
+
+        return evaluate_segment(data, models, limit, words)
+    if task == "parse":
+        from training.mlm.evaluate import evaluate_parse
+
+        return evaluate_parse(data, models, limit)
+    raise SystemExit(f"zhserve eval: task {task!r} has no model yet (available: extract, segment, parse)")

@@ -64,6 +64,35 @@ class ExtractResponse(BaseModel):
     results: list[ExtractResult]
 
 
+# -- /segment and /parse ---------------------------------------------------------------------
+
+class SegmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "共同创造美好的新世纪"}]})
+    text: StrictStr = Field(description="one text (limit: the mlm model's max_length in /v1/models)")
+
+
+class SegmentResponse(BaseModel):
+    model: str
+    version: str | None
+    words: list[str]
+
+
+class ParseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "我爱北京天安门"}, {"text": "我爱北京天安门", "words": ["我", "爱", "北京", "天安门"]}]})
+    text: StrictStr = Field(description="one sentence (limit: the mlm model's parse.max_length characters)")
+    words: list[StrictStr] | None = Field(None, description="gold words spelling the text; segmented by the model "
+                                                          "when absent")
+
+
+class ParseResponse(BaseModel):
+    model: str
+    version: str | None
+    words: list[str]
+    heads: list[int] = Field(description="1-based head of each word, 0 for the root (CoNLL-U convention)")
+    tree: str = Field(description="binary constituency tree, bracketed")
+
+
 # -- /explain -------------------------------------------------------------------------------
 
 class ExplainRequest(BaseModel):

@@ -6,10 +6,11 @@ import logging
 
 from app.runtime.repository import FAILED, ModelHandle, ModelRepository
 from app.tasks.extract import ExtractTask
+from app.tasks.mlm import PerturbedMaskingTask
 
 log = logging.getLogger(__name__)
 
-TASKS = {"extract": ExtractTask}
+TASKS = {"extract": ExtractTask, "mlm": PerturbedMaskingTask}
 
 
 def load_task(repo: ModelRepository, handle: ModelHandle):

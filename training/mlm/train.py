@@ -174,7 +174,7 @@ def train(cfg: MLMConfig) -> Path:
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        recent.append(float(loss))
+        recent.append(loss.item())
         bar.update(1)
         if step % cfg.eval_every == 0 or progress() >= 1:
             metrics = heldout_accuracy(model, heldout_stream, vocab, cfg, n=256)

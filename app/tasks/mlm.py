@@ -1,0 +1,80 @@
+"""POST /segment and POST /parse: unsupervised words and trees from the project's BERT by Perturbed Masking.
+
+/segment probes only neighbouring characters inside each clause; /parse probes every pair of characters
+of the sentence (n + n(n-1)/2 masked copies), averages them into a word-level impact matrix, then
+decodes heads with Eisner's algorithm and a bracketed tree by top-down splitting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from app.runtime.errors import InvalidInput
+from app.runtime.repository import ModelHandle
+from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
+from app.tasks.segmentation import clauses, join_scores, words_from_scores
+from app.tasks.trees import eisner, mart
+from app.text import CharVocab
+
+
+def dependency_scores(words: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Word impacts -> (arc scores [head, dependent], root scores). "head_moves_dependent": a head is the
+    word whose masking most changes its dependent, score[h, d] = F[d, h]; the root is the word that
+    heads the rest best on average."""
+    arcs = words.T if orientation == "head_moves_dependent" else words
+    m = len(words)
+    root = arcs.sum(axis=1) / max(m - 1, 1)
+    return arcs, root
+
+
+class PerturbedMaskingTask:
+    def __init__(self, model: ModelHandle):
+        config = model.config
+        self.model = model
+        self.vocab = CharVocab.load(model.directory / config["vocab"])
+        self.max_length = int(config["max_length"])  # characters per /segment text
+        self.clause_length = int(config["max_clause_length"])  # characters per probed clause
+        self.threshold = float(config["segment"]["threshold"])
+        parse = config["parse"]
+        self.parse_max_length = int(parse["max_length"])
+        self.orientation = parse.get("orientation", "head_moves_dependent")
+
+    async def impacts(self, ids: np.ndarray, pairs: list[tuple[int, int]], deadline: float) -> np.ndarray:
+        """The (n, n) impact matrix over `ids` for the given pairs (both directions)."""
+        if not pairs:
+            return np.zeros((len(ids), len(ids)))
+        rows, keys = masked_rows(ids, self.vocab, pairs)
+        outputs = await self.model.stage("encoder").submit([{"token_ids": r} for r in rows], deadline)
+        return impact_matrix(len(ids), impacts(keys, [o["hidden"] for o in outputs]))
+
+    def _check(self, text: str, field: str, limit: int) -> None:
+        if not text.strip():
+            raise InvalidInput(f"{field}: empty text")
+        if len(text) > limit:
+            raise InvalidInput(f"{field}: {len(text)} characters, over the limit of {limit}")
+
+    async def segment(self, text: str, deadline: float) -> list[str]:
+        self._check(text, "text", self.max_length)
+        ids = self.vocab.encode(text)
+        runs = clauses(text, self.clause_length)
+        matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline) for s, e in runs))
+        return words_from_scores(text, runs, [join_scores(m) for m in matrices], self.threshold)
+
+    async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:
+        if words is None:
+            self._check(text, "text", self.parse_max_length)
+            words = await self.segment(text, deadline)
+        else:
+            if not words or any(not w or w != w.strip() for w in words):
+                raise InvalidInput("words: give non-empty words without surrounding whitespace")
+            if "".join(words) != "".join(text.split()):
+                raise InvalidInput("words: they do not spell the text (whitespace in the text is ignored)")
+        sentence = "".join(words)
+        self._check(sentence, "text", self.parse_max_length)
+        chars = await self.impacts(self.vocab.encode(sentence), all_pairs(len(sentence)), deadline)
+        starts = np.cumsum([0] + [len(w) for w in words])
+        matrix = word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True)))
+        arcs, root = dependency_scores(matrix, self.orientation)
+        return {"words": words, "heads": eisner(arcs, root), "tree": mart(matrix, words)}

@@ -1,0 +1,182 @@
+"""The project's BERT and Perturbed Masking: pretraining and export on tiny data, the impact matrix served
+through the batcher against a direct PyTorch computation, Eisner trees, segmentation metrics, the
+/segment and /parse endpoints, and `zhserve export mlm --hf-model` on a checkpoint written here."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.api.app import create_app
+from app.runtime.settings import Settings
+from app.tasks.perturbed import all_pairs
+from app.tasks.segmentation import clauses, score_segmentation, words_from_scores
+from app.tasks.trees import chain_heads, eisner, mart, uas
+from tests.test_api import wait_ready
+from training.serving import served_task
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(tmp_path_factory):
+    """Pretrain a tiny BERT for a few steps (checks the pipeline, not quality) and export it."""
+    from training.mlm.export import load_mlm, write_model
+    from training.mlm.train import MLMConfig, train
+
+    run = tmp_path_factory.mktemp("mlm_run")
+    train(MLMConfig(out=str(run), hidden=32, layers=2, heads=2, intermediate=64, seq_len=32, short_seq_len=16,
+                    batch_size=8, steps=6, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2))
+    models = tmp_path_factory.mktemp("mlm_models")
+    model, vocab = load_mlm(run)
+    write_model(model, vocab, models, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",
+                quality={}, training={"command": "tests"})
+    return run, models
+
+
+def test_pretraining_records_progress_and_resumes(tiny_mlm):
+    from training.mlm.train import MLMConfig, train
+
+    run, _ = tiny_mlm
+    state = torch.load(run / "last.pt", weights_only=False)
+    assert state["step"] == 6 and [h["step"] for h in state["history"]] == [3, 6]
+    assert 0 <= state["history"][-1]["masked_accuracy"] <= 1
+    final = json.loads((run / "final.json").read_text())
+    assert final["masked_tokens"] > 0
+    vocab = (run / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and all(c in vocab for c in "0123456789+-*/%")
+    train(MLMConfig(out=str(run), hidden=32, layers=2, heads=2, intermediate=64, seq_len=32, short_seq_len=16,
+                    batch_size=8, steps=8, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2))
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 8  # went on from 6
+
+
+def test_served_impact_matrix_matches_pytorch(tiny_mlm):
+    from training.mlm.export import load_mlm
+
+    run, models = tiny_mlm
+    model, vocab = load_mlm(run)
+    text = "我们的祖国是花园"
+    ids = vocab.encode(text)
+
+    async def served():
+        async with served_task(models, "mlm") as task:
+            return await task.impacts(ids, all_pairs(len(text)), time.monotonic() + 60)
+
+    got = asyncio.run(served())
+    base = torch.tensor([[vocab.cls_id, *ids.tolist(), vocab.sep_id]])
+    expected = np.zeros_like(got)
+    with torch.no_grad():
+        def hidden(masked):
+            x = base.clone()
+            x[0, [m + 1 for m in masked]] = vocab.mask_id
+            return model.bert(x, output_hidden_states=True).hidden_states[2][0]
+
+        for i, j in itertools.permutations(range(len(text)), 2):
+            expected[i, j] = torch.linalg.norm(hidden([i])[i + 1] - hidden([i, j])[i + 1]).item()
+    assert np.abs(got - expected).max() < 1e-4 and expected.max() > 0
+
+
+def _is_tree(heads):
+    if sum(h == 0 for h in heads) != 1:
+        return False
+    for i in range(1, len(heads) + 1):
+        seen, j = set(), i
+        while j != 0:
+            if j in seen:
+                return False
+            seen.add(j)
+            j = heads[j - 1]
+    return True
+
+
+def test_eisner_gives_a_well_formed_projective_tree_and_finds_the_best():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 9):
+        heads = eisner(rng.normal(size=(n, n)), rng.normal(size=n))
+        assert len(heads) == n and _is_tree(heads)
+        arcs = [(min(i + 1, h), max(i + 1, h)) for i, h in enumerate(heads)]
+        assert not any(a < c < b < d for (a, b), (c, d) in itertools.permutations(arcs, 2))
+    scores = np.full((3, 3), -5.0)
+    scores[1, 0] = scores[1, 2] = 5.0  # word 2 heads words 1 and 3
+    assert eisner(scores, np.array([0.0, 1.0, 0.0])) == [2, 0, 2]
+
+
+def test_tree_baselines_and_uas():
+    assert chain_heads(3, "right") == [2, 3, 0] and chain_heads(3, "left") == [0, 1, 2]
+    assert uas([[2, 0, 2]], [[2, 0, 1]]) == pytest.approx(2 / 3)
+    matrix = np.array([[0, 9, 0, 0], [9, 0, 0, 0], [0, 0, 0, 9], [0, 0, 9, 0]], float)
+    assert mart(matrix, ["我", "爱", "北京", "天安门"]) == "((我 爱) (北京 天安门))"
+
+
+def test_segmentation_metrics_on_hand_made_cases():
+    gold = [["我", "爱", "北京"]]
+    assert score_segmentation(gold, [["我", "爱", "北京"]])["f1"] == 1.0
+    r = score_segmentation(gold, [["我爱", "北", "京"]], known_words={"我", "爱"})
+    assert r["precision"] == 0 and r["recall"] == 0 and r["oov_recall"] == 0
+    r = score_segmentation(gold, [["我", "爱", "北", "京"]])
+    assert r["precision"] == pytest.approx(2 / 4) and r["recall"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        score_segmentation(gold, [["你"]])
+
+
+def test_words_from_scores_cuts_at_punctuation_and_keeps_ascii_runs():
+    text = "我爱abc，北京2024年"
+    runs = clauses(text, 64)
+    assert runs == [(0, 5), (6, 13)]
+    scores = [np.array([0.0, 0.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])]
+    assert words_from_scores(text, runs, scores, 0.5) == ["我", "爱", "abc", "，", "北京", "2024", "年"]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_mlm):
+    with TestClient(create_app(Settings(models=tiny_mlm[1]))) as c:
+        assert wait_ready(c)["models"]["mlm"] == "ready"
+        yield c
+
+
+def test_segment_and_parse_endpoints(client):
+    r = client.post("/segment", json={"text": "共同创造美好的新世纪。"})
+    assert r.status_code == 200 and "".join(r.json()["words"]) == "共同创造美好的新世纪。"
+    words = ["我", "爱", "北京", "天安门"]
+    r = client.post("/parse", json={"text": "我爱北京天安门", "words": words})
+    body = r.json()
+    assert r.status_code == 200 and body["words"] == words and _is_tree(body["heads"])
+    assert body["tree"].count("(") == len(words) - 1 and all(w in body["tree"] for w in words)
+    r = client.post("/parse", json={"text": "我爱北京"})
+    assert r.status_code == 200 and "".join(r.json()["words"]) == "我爱北京"
+
+
+def test_segment_and_parse_reject_bad_input(client):
+    for path, body in (("/segment", {"text": "  "}), ("/segment", {"text": "长" * 2001}),
+                       ("/parse", {"text": "长" * 200}), ("/parse", {"text": "我爱北京", "words": ["我", "北京"]}),
+                       ("/segment", {"text": 3})):
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and "error" in r.json(), (path, body, r.text)
+
+
+def test_export_a_hugging_face_checkpoint(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from app.cli import main
+
+    hf = tmp_path / "hf"
+    specials = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 5)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + list("我爱北京天安门的") + ["##门"]
+    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=64)).save_pretrained(hf)
+    (hf / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    models = tmp_path / "models"
+    main(["export", "mlm", "--hf-model", str(hf), "--models", str(models), "--layer", "1", "--threshold", "0.1",
+          "--orientation", "head_moves_dependent", "--segment-eval", "--parse-eval"])
+    config = json.loads((models / "mlm" / "model.json").read_text())
+    assert config["task"] == "mlm" and config["architecture"]["probe_layer"] == 1
+    assert config["quality"]["onnx_parity_max_abs_diff"] < 1e-4
+    with TestClient(create_app(Settings(models=models))) as c:
+        assert wait_ready(c)["models"]["mlm"] == "ready"
+        r = c.post("/segment", json={"text": "我爱北京天安门"})
+        assert r.status_code == 200 and "".join(r.json()["words"]) == "我爱北京天安门"

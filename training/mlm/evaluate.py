@@ -1,0 +1,102 @@
+"""`zhserve eval segment` and `zhserve eval parse` on the served model, with the peers in the same run:
+jieba for segmentation, the left- and right-branching chains for parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from app.tasks.segmentation import score_segmentation
+from app.tasks.trees import chain_heads, uas
+from training.serving import served_task
+
+
+@dataclass
+class Sentence:
+    words: list[str]
+    heads: list[int] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.words)
+
+
+def read_conllu(path: Path) -> list[Sentence]:
+    sentences, words, heads = [], [], []
+    for line in Path(path).read_text(encoding="utf-8").splitlines() + [""]:
+        if not line.strip():
+            if words:
+                sentences.append(Sentence(words, heads))
+            words, heads = [], []
+        elif not line.startswith("#"):
+            cols = line.split("\t")
+            if cols[0].isdigit():  # skip multi-word ranges (1-2) and empty nodes (1.1)
+                words.append(cols[1])
+                heads.append(int(cols[6]))
+    return sentences
+
+
+def read_segmented(path: Path) -> list[Sentence]:
+    """SIGHAN gold (words separated by spaces, one sentence a line) or CoNLL-U."""
+    if str(path).endswith(".conllu"):
+        return read_conllu(path)
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [Sentence(line.split()) for line in lines if line.split()]
+
+
+async def _run_all(models: Path, items: list, call, desc: str, concurrency: int = 4) -> list:
+    async with served_task(models, "mlm") as task:
+        gate = asyncio.Semaphore(concurrency)
+        bar = tqdm(total=len(items), desc=desc, unit="sent")
+
+        async def one(item):
+            async with gate:
+                result = await call(task, item, time.monotonic() + 3600)
+                bar.update(1)
+                return result
+
+        try:
+            return await asyncio.gather(*(one(i) for i in items))
+        finally:
+            bar.close()
+
+
+def evaluate_segment(data: list[Path], models: Path, limit: int = 0, words_file: Path | None = None) -> dict:
+    sentences = [s for path in data for s in read_segmented(path)]
+    if limit:
+        sentences = sentences[:limit]
+    gold = [s.words for s in sentences]
+    known = set(Path(words_file).read_text(encoding="utf-8").split()) if words_file else None
+    predicted = asyncio.run(_run_all(models, sentences, lambda t, s, d: t.segment(s.text, d), "segment"))
+    result = {"task": "segment", "n": len(sentences), **score_segmentation(gold, predicted, known)}
+    try:
+        import jieba
+
+        jieba.setLogLevel(60)
+        result["jieba"] = score_segmentation(gold, [jieba.lcut(s.text) for s in sentences], known)
+    except ImportError:
+        result["jieba"] = "not installed (pip install jieba)"
+    return result
+
+
+def evaluate_parse(data: list[Path], models: Path, limit: int = 0, max_length: int = 0) -> dict:
+    """UAS with gold words on the sentences the model accepts (at most its parse.max_length characters)."""
+    import json
+
+    if not max_length:
+        configs = [json.loads(p.read_text(encoding="utf-8")) for p in Path(models).glob("*/model.json")]
+        max_length = next(c["parse"]["max_length"] for c in configs if c.get("task") == "mlm")
+    every = [s for path in data for s in read_conllu(path)]
+    sentences = [s for s in every if len(s.text) <= max_length]
+    if limit:
+        sentences = sentences[:limit]
+    predicted = asyncio.run(_run_all(models, sentences, lambda t, s, d: t.parse(s.text, s.words, d), "parse"))
+    gold = [s.heads for s in sentences]
+    return {"task": "parse", "n": len(sentences), "uas": uas(gold, [p["heads"] for p in predicted]),
+            "baselines": {"right_chain": uas(gold, [chain_heads(len(s.words), "right") for s in sentences]),
+                          "left_chain": uas(gold, [chain_heads(len(s.words), "left") for s in sentences])},
+            "sentences": f"{len(sentences)} of {len(every)} (those of at most {max_length} characters)"}

@@ -1,0 +1,155 @@
+"""A BERT masked LM (the project's own run, or a user's Hugging Face checkpoint folder) -> ONNX encoder
+truncated at the layer Perturbed Masking reads, plus vocab.txt and model.json.
+
+encoder.onnx: token_ids (B, T) int64 -> hidden (B, T, H), the hidden states after `layer` layers
+([PAD] positions are masked out of attention inside the graph).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.text import CharVocab
+
+log = logging.getLogger(__name__)
+
+
+class HiddenAtLayer(nn.Module):
+    def __init__(self, bert, layer: int, pad_id: int):
+        super().__init__()
+        bert.encoder.layer = bert.encoder.layer[:layer]  # later layers are never read: do not run them
+        self.bert, self.pad_id = bert.eval(), pad_id
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        mask = (token_ids != self.pad_id).long()
+        return self.bert(input_ids=token_ids, attention_mask=mask).last_hidden_state
+
+
+def load_mlm(run: Path):
+    """(BertForMaskedLM, CharVocab) from a training run folder (last.pt) or a Hugging Face folder."""
+    from transformers import BertForMaskedLM
+
+    vocab = CharVocab.load(run / "vocab.txt")
+    if (run / "last.pt").exists():  # a `zhserve train mlm` run
+        from training.mlm.train import MLMConfig, bert_config
+
+        state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        model = BertForMaskedLM(bert_config(MLMConfig(**state["config"]), vocab))
+        model.load_state_dict(state["model"])
+    else:
+        model = BertForMaskedLM.from_pretrained(str(run))
+    return model.eval(), vocab
+
+
+def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
+    """Write the ONNX encoder; returns the largest |onnxruntime - PyTorch| on a padded batch."""
+    import copy
+
+    import onnxruntime as ort
+
+    net = HiddenAtLayer(copy.deepcopy(model.bert), layer, vocab.pad_id).eval()
+    limit = model.config.max_position_embeddings
+    batch, seq = torch.export.Dim("batch", min=1, max=8192), torch.export.Dim("seq", min=2, max=limit)
+    ids = torch.randint(5, len(vocab), (3, 17))
+    ids[1, 12:] = vocab.pad_id
+    torch.onnx.export(net, (ids,), path, dynamo=True, external_data=False, input_names=["token_ids"],
+                      output_names=["hidden"], dynamic_shapes={"token_ids": {0: batch, 1: seq}}, verbose=False)
+    with torch.no_grad():
+        expected = net(ids).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"token_ids": ids.numpy()})
+    keep = (ids != vocab.pad_id).numpy()
+    return float(np.abs(got - expected)[keep].max())
+
+
+def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
+                orientation: str, quality: dict, training: dict) -> Path:
+    model_dir = models / name
+    out = model_dir / "1"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    parity = export_encoder(model, vocab, layer, out / "encoder.onnx")
+    vocab.save(out / "vocab.txt")
+    hidden = model.config.hidden_size
+    limit = model.config.max_position_embeddings - 2
+    config = {
+        "name": name,
+        "task": "mlm",
+        "description": "BERT masked LM encoder for Perturbed Masking: /segment and /parse",
+        "vocab": "vocab.txt",
+        "max_length": 2000,  # /segment: the text is probed clause by clause
+        "max_clause_length": min(limit, 64),
+        "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
+                         "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
+                         "max_position_embeddings": model.config.max_position_embeddings, "probe_layer": layer},
+        "segment": {"threshold": threshold, "rule": "join neighbours when (f(i,i+1) + f(i+1,i)) / 2 > threshold"},
+        "parse": {"max_length": min(limit, 48), "orientation": orientation},
+        "batching": {"max_batch_size": 512, "max_batch_tokens": 32768, "max_queue_delay_ms": 2.0},
+        "stages": {"encoder": {
+            "file": "encoder.onnx",
+            "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"]}},
+            "outputs": {"hidden": {"dtype": "float32", "shape": ["batch", "seq", hidden]}}}},
+        "quality": {**quality, "onnx_parity_max_abs_diff": parity},
+        "training": training,
+    }
+    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    log.info("wrote %s (parity %.1e)", model_dir, parity)
+    return model_dir
+
+
+def export(run: Path | None, hf_model: Path | None, models: Path, name: str, layer: int | None,
+           threshold: float | None, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
+           seg_limit: int, parse_limit: int, words_file: Path | None, tune_data: Path, command: str) -> Path:
+    """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json."""
+    from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
+    from training.mlm.probe import tune_parsing, tune_segmentation
+
+    source = hf_model or run
+    model, vocab = load_mlm(source)
+    tuning: dict = {}
+    if layer is None or threshold is None:
+        sentences = read_conllu(tune_data)
+        seg = tune_segmentation(model, vocab, [s.words for s in sentences])
+        layer, threshold = seg["best"]["layer"], seg["best"]["threshold"]
+        tuning["segmentation"] = {"data": str(Path(*tune_data.parts[-3:])), "n": len(sentences), **seg["best"]}
+    if orientation is None:
+        sentences = [s for s in read_conllu(tune_data) if len(s.text) <= 40]
+        half = sentences[: len(sentences) // 2][:80]
+        parse = tune_parsing(model, vocab, half)
+        at_layer = [r for r in parse["table"] if r["layer"] == layer]
+        orientation = max(at_layer, key=lambda r: r["uas"])["orientation"]
+        tuning["parsing"] = {"data": f"first {len(half)} sentences of at most 40 characters of "
+                                     f"{Path(*tune_data.parts[-3:])}", "table": parse["table"]}
+    training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
+    quality: dict = {"probe_tuning": tuning}
+    if run and (run / "final.json").exists():
+        final = json.loads((run / "final.json").read_text())
+        cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+        quality["masked_lm"] = {"split": "held-out corpus and task lines (md5(line) % 200 == 0, "
+                                         "training/mlm/data.py is_heldout)", **final}
+        training |= {"recipe": {k: v for k, v in cfg.items() if k != "out"},
+                     "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
+                             "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
+    model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training)
+    config = json.loads((model_dir / "model.json").read_text())
+    if seg_eval:
+        seg = evaluate_segment(seg_eval, models, seg_limit, words_file)
+        config["quality"]["segment"] = {
+            **seg, "data": [str(Path(*p.parts[-3:])) for p in seg_eval],
+            "command": f"zhserve eval segment --data {' '.join(str(Path(*p.parts[-3:])) for p in seg_eval)}"
+                       + (f" --limit {seg_limit}" if seg_limit else "")}
+    if parse_eval:
+        parse = evaluate_parse(parse_eval, models, parse_limit)
+        config["quality"]["parse"] = {
+            **parse, "data": [str(Path(*p.parts[-3:])) for p in parse_eval],
+            "command": f"zhserve eval parse --data {' '.join(str(Path(*p.parts[-3:])) for p in parse_eval)}"
+                       + (f" --limit {parse_limit}" if parse_limit else "")}
+    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return model_dir
