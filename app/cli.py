@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("eval", help="measure a served model on a data file; last stdout line is JSON")
-    p.add_argument("task", choices=["extract", "qa", "math", "segment", "parse"])
+    p.add_argument("task", choices=["extract", "explain", "qa", "math", "segment", "parse"])
     p.add_argument("--data", required=True, nargs="+", help="one or more data files")
     p.add_argument("--limit", type=int, default=0, help="only the first N records")
     p.add_argument("--split", choices=["train", "dev", "test"], default=None,

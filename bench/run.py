@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BENCHES = {"extract": "bench.extract"}
+BENCHES = {"extract": "bench.extract", "segment": "bench.segment", "explain": "bench.explain"}
 
 
 def main(argv: list[str]) -> None:

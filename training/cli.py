@@ -95,6 +95,8 @@ def _export_mlm(argv: list[str]) -> None:
     p.add_argument("--name", default="mlm")
     p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
     p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
+    p.add_argument("--scale", choices=["absolute", "relative"], default="absolute",
+                   help="segmentation scores as they are or relative to the text's mean (tuned with the threshold)")
     p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
                    help="arc scores from the impact matrix (default: tuned)")
     p.add_argument("--tune-data", default=str(SEG / "ud_zh_gsdsimp" / "dev.conllu"))
@@ -109,8 +111,9 @@ def _export_mlm(argv: list[str]) -> None:
     from training.mlm.export import export
 
     export(None if a.hf_model else Path(a.run), Path(a.hf_model) if a.hf_model else None, Path(a.models), a.name,
-           a.layer, a.threshold, a.orientation, [Path(d) for d in a.segment_eval], [Path(d) for d in a.parse_eval],
-           a.segment_limit, a.parse_limit, Path(a.words) if a.words else None, Path(a.tune_data), a.command)
+           a.layer, a.threshold, a.scale, a.orientation, [Path(d) for d in a.segment_eval],
+           [Path(d) for d in a.parse_eval], a.segment_limit, a.parse_limit, Path(a.words) if a.words else None,
+           Path(a.tune_data), a.command)
 
 
 def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,
@@ -127,4 +130,8 @@ def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: 
         from training.mlm.evaluate import evaluate_parse
 
         return evaluate_parse(data, models, limit)
-    raise SystemExit(f"zhserve eval: task {task!r} has no model yet (available: extract, segment, parse)")
+    if task == "explain":  # /explain on the extract model: completeness and faithfulness of its attributions
+        from training.extract.explain_eval import evaluate_explain
+
+        return evaluate_explain(data, models, limit or 100, split)
+    raise SystemExit(f"zhserve eval: task {task!r} has no model yet (available: extract, segment, parse, explain)")

@@ -14,7 +14,7 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import clauses, join_scores, words_from_scores
+from app.tasks.segmentation import clauses, join_scores, scaled, words_from_scores
 from app.tasks.trees import eisner, mart
 from app.text import CharVocab
 
@@ -37,6 +37,7 @@ class PerturbedMaskingTask:
         self.max_length = int(config["max_length"])  # characters per /segment text
         self.clause_length = int(config["max_clause_length"])  # characters per probed clause
         self.threshold = float(config["segment"]["threshold"])
+        self.scale = config["segment"].get("scale", "absolute")
         parse = config["parse"]
         self.parse_max_length = int(parse["max_length"])
         self.orientation = parse.get("orientation", "head_moves_dependent")
@@ -60,7 +61,8 @@ class PerturbedMaskingTask:
         ids = self.vocab.encode(text)
         runs = clauses(text, self.clause_length)
         matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline) for s, e in runs))
-        return words_from_scores(text, runs, [join_scores(m) for m in matrices], self.threshold)
+        scores = scaled([join_scores(m) for m in matrices], self.scale)
+        return words_from_scores(text, runs, scores, self.threshold)
 
     async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:
         if words is None:

@@ -38,6 +38,18 @@ def join_scores(matrix: np.ndarray) -> np.ndarray:
     return (matrix[i, i + 1] + matrix[i + 1, i]) / 2
 
 
+SCALES = ("absolute", "relative")
+
+
+def scaled(scores: list[np.ndarray], scale: str) -> list[np.ndarray]:
+    """"relative": divide by the text's mean neighbour score, so one threshold fits texts whose impacts
+    run high or low overall; "absolute": as they are."""
+    if scale == "absolute":
+        return scores
+    every = np.concatenate([s for s in scores if len(s)] or [np.ones(1)])
+    return [s / max(float(every.mean()), 1e-9) for s in scores]
+
+
 def _ascii_alnum(c: str) -> bool:
     return c.isascii() and c.isalnum()
 

@@ -70,7 +70,7 @@ def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
 
 
 def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
-                orientation: str, quality: dict, training: dict) -> Path:
+                orientation: str, quality: dict, training: dict, scale: str = "absolute") -> Path:
     model_dir = models / name
     out = model_dir / "1"
     shutil.rmtree(out, ignore_errors=True)
@@ -89,7 +89,9 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
         "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
                          "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
                          "max_position_embeddings": model.config.max_position_embeddings, "probe_layer": layer},
-        "segment": {"threshold": threshold, "rule": "join neighbours when (f(i,i+1) + f(i+1,i)) / 2 > threshold"},
+        "segment": {"threshold": threshold, "scale": scale,
+                    "rule": "join neighbours when (f(i,i+1) + f(i+1,i)) / 2, scaled, > threshold "
+                            "(relative: divided by the text's mean)"},
         "parse": {"max_length": min(limit, 48), "orientation": orientation},
         "batching": {"max_batch_size": 512, "max_batch_tokens": 32768, "max_queue_delay_ms": 2.0},
         "stages": {"encoder": {
@@ -104,8 +106,29 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
     return model_dir
 
 
+def plot_history(history: list[dict], path: Path) -> None:
+    """Training loss and held-out masked-token accuracy against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, loss_ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    loss_ax.plot(steps, [h["train_loss"] for h in history], color="tab:blue")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("training loss (masked positions)", color="tab:blue")
+    acc_ax = loss_ax.twinx()
+    acc_ax.plot(steps, [h["masked_accuracy"] for h in history], color="tab:red")
+    acc_ax.set_ylabel("held-out masked-token accuracy", color="tab:red")
+    fig.suptitle("project BERT masked-LM pretraining")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def export(run: Path | None, hf_model: Path | None, models: Path, name: str, layer: int | None,
-           threshold: float | None, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
+           threshold: float | None, scale: str, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
            seg_limit: int, parse_limit: int, words_file: Path | None, tune_data: Path, command: str) -> Path:
     """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json."""
     from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
@@ -117,7 +140,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
     if layer is None or threshold is None:
         sentences = read_conllu(tune_data)
         seg = tune_segmentation(model, vocab, [s.words for s in sentences])
-        layer, threshold = seg["best"]["layer"], seg["best"]["threshold"]
+        layer, threshold, scale = seg["best"]["layer"], seg["best"]["threshold"], seg["best"]["scale"]
         tuning["segmentation"] = {"data": str(Path(*tune_data.parts[-3:])), "n": len(sentences), **seg["best"]}
     if orientation is None:
         sentences = [s for s in read_conllu(tune_data) if len(s.text) <= 40]
@@ -137,7 +160,10 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         training |= {"recipe": {k: v for k, v in cfg.items() if k != "out"},
                      "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
-    model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training)
+    model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, scale)
+    if run and (run / "last.pt").exists():
+        history = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["history"]
+        plot_history(history, model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())
     if seg_eval:
         seg = evaluate_segment(seg_eval, models, seg_limit, words_file)

@@ -4,6 +4,7 @@ every layer at once, on data that is not the reported test set: UD GSDSimp dev f
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -12,7 +13,7 @@ from tqdm import tqdm
 
 from app.tasks.mlm import dependency_scores
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import clauses, join_scores, score_segmentation, words_from_scores
+from app.tasks.segmentation import SCALES, clauses, join_scores, scaled, score_segmentation, words_from_scores
 from app.tasks.trees import eisner, uas
 from app.text import CharVocab
 
@@ -34,7 +35,7 @@ def layer_impacts(model, vocab: CharVocab, ids: np.ndarray, pairs, batch: int = 
 
 
 def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], clause_length: int = 64) -> dict:
-    """Best (layer, threshold) by F1 over the given gold segmentations."""
+    """Best (layer, scale, threshold) by F1 over the given gold segmentations."""
     texts = ["".join(words) for words in sentences]
     layers = model.config.num_hidden_layers + 1
     scores: list[list[list[np.ndarray]]] = [[] for _ in range(layers)]  # layer -> sentence -> run scores
@@ -46,13 +47,14 @@ def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], claus
         for layer in range(layers):
             scores[layer].append([join_scores(m[layer]) for m in per_run])
     table = []
-    for layer in range(1, layers):
-        values = np.concatenate([s for sent in scores[layer] for s in sent if len(s)])
+    for layer, scale in itertools.product(range(1, layers), SCALES):
+        per_text = [scaled(s, scale) for s in scores[layer]]
+        values = np.concatenate([s for sent in per_text for s in sent if len(s)])
         for threshold in np.quantile(values, np.linspace(0.05, 0.95, 37)):
-            predicted = [words_from_scores(t, r, s, threshold) for t, r, s in zip(texts, runs_of, scores[layer],
+            predicted = [words_from_scores(t, r, s, threshold) for t, r, s in zip(texts, runs_of, per_text,
                                                                                   strict=True)]
             f1 = score_segmentation(sentences, predicted)["f1"]
-            table.append({"layer": layer, "threshold": float(threshold), "f1": f1})
+            table.append({"layer": layer, "scale": scale, "threshold": float(threshold), "f1": f1})
     best = max(table, key=lambda r: r["f1"])
     log.info("segmentation: best %s", best)
     return {"best": best, "table": table}
