@@ -65,3 +65,19 @@ def test_folding_the_pretrained_table_keeps_the_outputs():
     with torch.no_grad():
         for a, b in zip(net(ids, subject), folded(ids, subject), strict=True):
             assert (a - b).abs().max() < 1e-5
+
+
+def test_padding_does_not_change_a_texts_scores():
+    """Rows are batched with longer ones: a text's scores must not depend on the padding it gets."""
+    torch.manual_seed(0)
+    net = DGCNNExtractor(DGCNNConfig(vocab_size=50, num_labels=7, hidden=16, heads=4)).eval()
+    for p in net.parameters():  # make every part of the net matter, attention output included
+        torch.nn.init.normal_(p, std=0.1)
+    ids = torch.randint(5, 50, (1, 9))
+    padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    subject = torch.tensor([[2, 8]])
+    with torch.no_grad():
+        s1, o1 = net(ids, subject)
+        s2, o2 = net(padded, subject)
+    assert (s1 - s2[:, :9]).abs().max() < 1e-5
+    assert (o1 - o2[:, :9]).abs().max() < 1e-5

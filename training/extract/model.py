@@ -120,7 +120,9 @@ class DGCNNExtractor(nn.Module):
 
     def subject_logits(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """-> (B, T, 2): start and end logits of subjects."""
-        h = torch.cat([hidden, self.subject_attention(hidden, mask)], dim=-1)
+        # Zero the padding before the kernel-3 conv, or a text's last characters would see its neighbours'
+        # padding and scores would depend on what the text was batched with.
+        h = torch.cat([hidden, self.subject_attention(hidden, mask)], dim=-1) * mask[..., None]
         h = F.relu(self.subject_conv(h.transpose(1, 2)).transpose(1, 2))
         return self.subject_head(h)
 
@@ -135,6 +137,7 @@ class DGCNNExtractor(nn.Module):
         distance = self.distance(positions.clamp(-d, d) + d).sum(dim=2)  # (B, T, H)
         context = torch.cat([pooled[:, None], ends.reshape(B, 1, 2 * H)], dim=-1).expand(B, T, 3 * H)
         h = torch.cat([hidden, self.object_attention(hidden + distance, mask), context, distance], dim=-1)
+        h = h * mask[..., None]  # as in subject_logits: padding must not reach the conv
         h = F.relu(self.object_conv(h.transpose(1, 2)).transpose(1, 2))
         return self.object_head(h).view(B, T, self.config.num_labels, 2)
 
