@@ -180,3 +180,16 @@ def test_export_a_hugging_face_checkpoint(tmp_path):
         assert wait_ready(c)["models"]["mlm"] == "ready"
         r = c.post("/segment", json={"text": "我爱北京天安门"})
         assert r.status_code == 200 and "".join(r.json()["words"]) == "我爱北京天安门"
+
+
+def test_boundary_features_compare_two_reads_of_the_same_masked_character():
+    from app.tasks.segmentation import boundary_features
+
+    # 3 characters; masking character 1 moves character 0 much more than character 2: 1 binds to 0.
+    f = np.array([[0, 4.0, 0], [1.0, 0, 1.0], [0, 0.5, 0]])
+    x = boundary_features(f)
+    assert x.shape == (2, 6)
+    assert x[0, 2] == pytest.approx(np.log(4.0) - np.log(0.5))  # right_binds_left for the pair (0, 1)
+    assert x[0, 4] == 0 and x[0, 5] == 1  # no left neighbour, has a right one
+    assert x[1, 3] == pytest.approx(np.log(0.5) - np.log(4.0))  # masking 1 moves 2 less than it moves 0
+    assert x[1, 1] == pytest.approx((np.log(1.0) + np.log(0.5)) / 2)

@@ -95,11 +95,10 @@ def _export_mlm(argv: list[str]) -> None:
     p.add_argument("--name", default="mlm")
     p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
     p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
-    p.add_argument("--scale", choices=["absolute", "relative"], default="absolute",
-                   help="segmentation scores as they are or relative to the text's mean (tuned with the threshold)")
     p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
                    help="arc scores from the impact matrix (default: tuned)")
     p.add_argument("--tune-data", default=str(SEG / "ud_zh_gsdsimp" / "dev.conllu"))
+    p.add_argument("--tune-limit", type=int, default=0, help="tune on the first N sentences only (quick checks)")
     p.add_argument("--segment-eval", nargs="*", default=[str(SEG / "sighan2005" / "pku_test_gold.utf8")])
     p.add_argument("--segment-limit", type=int, default=0)
     p.add_argument("--words", default=str(SEG / "sighan2005" / "pku_training_words.utf8"),
@@ -111,9 +110,9 @@ def _export_mlm(argv: list[str]) -> None:
     from training.mlm.export import export
 
     export(None if a.hf_model else Path(a.run), Path(a.hf_model) if a.hf_model else None, Path(a.models), a.name,
-           a.layer, a.threshold, a.scale, a.orientation, [Path(d) for d in a.segment_eval],
+           a.layer, a.threshold, a.orientation, [Path(d) for d in a.segment_eval],
            [Path(d) for d in a.parse_eval], a.segment_limit, a.parse_limit, Path(a.words) if a.words else None,
-           Path(a.tune_data), a.command)
+           Path(a.tune_data), a.command, a.tune_limit)
 
 
 def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,

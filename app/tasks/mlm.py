@@ -14,18 +14,33 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import clauses, join_scores, scaled, words_from_scores
+from app.tasks.segmentation import MUTUAL_ONLY, clauses, join_scores, words_from_scores
 from app.tasks.trees import eisner, mart
 from app.text import CharVocab
 
+ROOT_RULES = ("most_affected", "best_head")
 
-def dependency_scores(words: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
-    """Word impacts -> (arc scores [head, dependent], root scores). "head_moves_dependent": a head is the
-    word whose masking most changes its dependent, score[h, d] = F[d, h]; the root is the word that
-    heads the rest best on average."""
-    arcs = words.T if orientation == "head_moves_dependent" else words
+
+def dependency_scores(words: np.ndarray, orientation: str, root_rule: str = "most_affected", center: bool = False):
+    """Word impacts F -> (arc scores [head, dependent], root scores), as in Wu et al.'s code:
+    "head_moves_dependent": a head is the word whose masking most changes its dependent, so each
+    dependent's candidate heads are scored by softmax over F[d, :]; the root is the word the others
+    affect most (largest row sum of F), or ("best_head") the word with the best average arc as a head.
+    center: subtract from F[:, j] its mean, i.e. what masking j does to every word alike."""
+    if center and len(words) > 1:
+        off_diagonal = ~np.eye(len(words), dtype=bool)
+        words = np.where(off_diagonal, words - words.sum(axis=0) / (len(words) - 1), 0.0)
+    impact = words.T if orientation == "head_moves_dependent" else words  # impact[h, d]
     m = len(words)
-    root = arcs.sum(axis=1) / max(m - 1, 1)
+    off = ~np.eye(m, dtype=bool)
+    logits = np.where(off, impact, -np.inf)
+    logits = logits - logits.max(axis=0, keepdims=True)
+    arcs = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)  # per dependent, over heads
+    if root_rule == "most_affected":
+        root = np.full(m, -1e9)
+        root[int(words.sum(axis=1).argmax())] = 0.0
+    else:
+        root = arcs.sum(axis=1) / max(m - 1, 1)
     return arcs, root
 
 
@@ -37,10 +52,12 @@ class PerturbedMaskingTask:
         self.max_length = int(config["max_length"])  # characters per /segment text
         self.clause_length = int(config["max_clause_length"])  # characters per probed clause
         self.threshold = float(config["segment"]["threshold"])
-        self.scale = config["segment"].get("scale", "absolute")
+        self.weights = config["segment"].get("weights", MUTUAL_ONLY)
         parse = config["parse"]
         self.parse_max_length = int(parse["max_length"])
         self.orientation = parse.get("orientation", "head_moves_dependent")
+        self.root_rule = parse.get("root", "most_affected")
+        self.center = bool(parse.get("center", False))
 
     async def impacts(self, ids: np.ndarray, pairs: list[tuple[int, int]], deadline: float) -> np.ndarray:
         """The (n, n) impact matrix over `ids` for the given pairs (both directions)."""
@@ -61,7 +78,7 @@ class PerturbedMaskingTask:
         ids = self.vocab.encode(text)
         runs = clauses(text, self.clause_length)
         matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline) for s, e in runs))
-        scores = scaled([join_scores(m) for m in matrices], self.scale)
+        scores = [join_scores(m, self.weights) for m in matrices]
         return words_from_scores(text, runs, scores, self.threshold)
 
     async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:
@@ -78,5 +95,5 @@ class PerturbedMaskingTask:
         chars = await self.impacts(self.vocab.encode(sentence), all_pairs(len(sentence)), deadline)
         starts = np.cumsum([0] + [len(w) for w in words])
         matrix = word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True)))
-        arcs, root = dependency_scores(matrix, self.orientation)
+        arcs, root = dependency_scores(matrix, self.orientation, self.root_rule, self.center)
         return {"words": words, "heads": eisner(arcs, root), "tree": mart(matrix, words)}

@@ -31,23 +31,30 @@ def clauses(text: str, max_length: int) -> list[tuple[int, int]]:
     return runs
 
 
-def join_scores(matrix: np.ndarray) -> np.ndarray:
-    """(n-1,) mutual impact of each pair of neighbours: (f(i, i+1) + f(i+1, i)) / 2."""
+FEATURES = ("bias", "mutual", "right_binds_left", "left_binds_right", "has_left", "has_right")
+MUTUAL_ONLY = (0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def boundary_features(matrix: np.ndarray) -> np.ndarray:
+    """(n-1, 6) features of each pair of neighbours (i, i+1) from log impacts L = log f.
+
+    mutual: (L(i, i+1) + L(i+1, i)) / 2. A weak model's f(i, j) depends much on which j is masked;
+    comparing two reads of the same masked character cancels that: right_binds_left =
+    L(i, i+1) - L(i+2, i+1) (masking i+1 moves i more than i+2), left_binds_right =
+    L(i+1, i) - L(i-1, i); 0 with has_* = 0 at a clause edge."""
     n = len(matrix)
+    log = np.log(np.maximum(matrix, 1e-6))
     i = np.arange(n - 1)
-    return (matrix[i, i + 1] + matrix[i + 1, i]) / 2
+    has_left, has_right = i >= 1, i + 2 < n
+    right = np.where(has_right, log[i, i + 1] - log[np.minimum(i + 2, n - 1), i + 1], 0.0)
+    left = np.where(has_left, log[i + 1, i] - log[np.maximum(i - 1, 0), i], 0.0)
+    mutual = (log[i, i + 1] + log[i + 1, i]) / 2
+    return np.stack([np.ones(n - 1), mutual, right, left, has_left, has_right], axis=1)
 
 
-SCALES = ("absolute", "relative")
-
-
-def scaled(scores: list[np.ndarray], scale: str) -> list[np.ndarray]:
-    """"relative": divide by the text's mean neighbour score, so one threshold fits texts whose impacts
-    run high or low overall; "absolute": as they are."""
-    if scale == "absolute":
-        return scores
-    every = np.concatenate([s for s in scores if len(s)] or [np.ones(1)])
-    return [s / max(float(every.mean()), 1e-9) for s in scores]
+def join_scores(matrix: np.ndarray, weights=MUTUAL_ONLY) -> np.ndarray:
+    """(n-1,) linear score of joining each pair of neighbours (higher: same word)."""
+    return boundary_features(matrix) @ np.asarray(weights, dtype=np.float64)
 
 
 def _ascii_alnum(c: str) -> bool:

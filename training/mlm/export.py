@@ -70,7 +70,10 @@ def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
 
 
 def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
-                orientation: str, quality: dict, training: dict, scale: str = "absolute") -> Path:
+                orientation: str, quality: dict, training: dict, weights=None,
+                root_rule: str = "most_affected", center: bool = False) -> Path:
+    from app.tasks.segmentation import FEATURES, MUTUAL_ONLY
+
     model_dir = models / name
     out = model_dir / "1"
     shutil.rmtree(out, ignore_errors=True)
@@ -89,10 +92,11 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
         "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
                          "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
                          "max_position_embeddings": model.config.max_position_embeddings, "probe_layer": layer},
-        "segment": {"threshold": threshold, "scale": scale,
-                    "rule": "join neighbours when (f(i,i+1) + f(i+1,i)) / 2, scaled, > threshold "
-                            "(relative: divided by the text's mean)"},
-        "parse": {"max_length": min(limit, 48), "orientation": orientation},
+        "segment": {"threshold": threshold, "weights": list(weights or MUTUAL_ONLY), "features": FEATURES,
+                    "rule": "join neighbours i, i+1 when weights . boundary_features(i) > threshold "
+                            "(app/tasks/segmentation.py)"},
+        "parse": {"max_length": min(limit, 40), "orientation": orientation, "root": root_rule,
+                  "center": center},
         "batching": {"max_batch_size": 512, "max_batch_tokens": 32768, "max_queue_delay_ms": 2.0},
         "stages": {"encoder": {
             "file": "encoder.onnx",
@@ -128,8 +132,9 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 def export(run: Path | None, hf_model: Path | None, models: Path, name: str, layer: int | None,
-           threshold: float | None, scale: str, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
-           seg_limit: int, parse_limit: int, words_file: Path | None, tune_data: Path, command: str) -> Path:
+           threshold: float | None, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
+           seg_limit: int, parse_limit: int, words_file: Path | None, tune_data: Path, command: str,
+           tune_limit: int = 0) -> Path:
     """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json."""
     from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
     from training.mlm.probe import tune_parsing, tune_segmentation
@@ -137,17 +142,20 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
     source = hf_model or run
     model, vocab = load_mlm(source)
     tuning: dict = {}
+    weights = None
     if layer is None or threshold is None:
-        sentences = read_conllu(tune_data)
+        sentences = read_conllu(tune_data)[: tune_limit or None]
         seg = tune_segmentation(model, vocab, [s.words for s in sentences])
-        layer, threshold, scale = seg["best"]["layer"], seg["best"]["threshold"], seg["best"]["scale"]
+        layer, threshold, weights = seg["best"]["layer"], seg["best"]["threshold"], seg["best"]["weights"]
         tuning["segmentation"] = {"data": str(Path(*tune_data.parts[-3:])), "n": len(sentences), **seg["best"]}
+    root_rule, center = "most_affected", False
     if orientation is None:
         sentences = [s for s in read_conllu(tune_data) if len(s.text) <= 40]
-        half = sentences[: len(sentences) // 2][:80]
+        half = sentences[: len(sentences) // 2][: tune_limit or 80]
         parse = tune_parsing(model, vocab, half)
         at_layer = [r for r in parse["table"] if r["layer"] == layer]
-        orientation = max(at_layer, key=lambda r: r["uas"])["orientation"]
+        best = max(at_layer, key=lambda r: r["uas"])
+        orientation, root_rule, center = best["orientation"], best["root"], best["center"]
         tuning["parsing"] = {"data": f"first {len(half)} sentences of at most 40 characters of "
                                      f"{Path(*tune_data.parts[-3:])}", "table": parse["table"]}
     training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
@@ -160,7 +168,8 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         training |= {"recipe": {k: v for k, v in cfg.items() if k != "out"},
                      "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
-    model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, scale)
+    model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, weights,
+                            root_rule, center)
     if run and (run / "last.pt").exists():
         history = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["history"]
         plot_history(history, model_dir / "training_curve.png")

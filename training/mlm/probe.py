@@ -1,4 +1,4 @@
-"""Choose what Perturbed Masking reads (layer, segmentation threshold, arc orientation) with PyTorch,
+"""Choose what Perturbed Masking reads (layer, segmentation rule, arc orientation) with PyTorch,
 every layer at once, on data that is not the reported test set: UD GSDSimp dev for segmentation
 (PKU gold stays unseen), and the first half of UD dev sentences for parsing."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.tasks.mlm import dependency_scores
+from app.tasks.mlm import ROOT_RULES, dependency_scores
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import SCALES, clauses, join_scores, scaled, score_segmentation, words_from_scores
+from app.tasks.segmentation import MUTUAL_ONLY, boundary_features, clauses, score_segmentation, words_from_scores
 from app.tasks.trees import eisner, uas
 from app.text import CharVocab
 
@@ -34,30 +34,58 @@ def layer_impacts(model, vocab: CharVocab, ids: np.ndarray, pairs, batch: int = 
     return [impact_matrix(len(ids), impacts(keys, hidden)) for hidden in per_layer]
 
 
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Weights of a logistic regression (bias in the features), by L-BFGS on the mean log-loss."""
+    from scipy.optimize import minimize
+
+    def loss(w):
+        z = x @ w
+        p = 1 / (1 + np.exp(-z))
+        value = np.mean(np.logaddexp(0, z) - y * z) + l2 * w @ w
+        return value, x.T @ (p - y) / len(y) + 2 * l2 * w
+
+    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
+
+
+def gold_joins(words: list[str], start: int, end: int) -> np.ndarray:
+    """1 where characters k and k+1 of text[start:end] are in the same gold word."""
+    same = np.zeros(sum(map(len, words)), bool)  # same[k]: k and k+1 share a word
+    pos = 0
+    for w in words:
+        same[pos:pos + len(w) - 1] = True
+        pos += len(w)
+    return same[start:end - 1].astype(np.float64)
+
+
 def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], clause_length: int = 64) -> dict:
-    """Best (layer, scale, threshold) by F1 over the given gold segmentations."""
+    """Per layer: the mutual-impact rule, and a logistic rule over boundary_features fitted to the gold
+    joins; each with the threshold of best F1. Returns the best (layer, weights, threshold)."""
     texts = ["".join(words) for words in sentences]
     layers = model.config.num_hidden_layers + 1
-    scores: list[list[list[np.ndarray]]] = [[] for _ in range(layers)]  # layer -> sentence -> run scores
-    runs_of = []
-    for text in tqdm(texts, desc="probe segmentation", unit="sent"):
+    features: list[list[list[np.ndarray]]] = [[] for _ in range(layers)]  # layer -> sentence -> run features
+    runs_of, labels = [], []
+    for words, text in tqdm(list(zip(sentences, texts, strict=True)), desc="probe segmentation", unit="sent"):
         ids, runs = vocab.encode(text), clauses(text, clause_length)
         runs_of.append(runs)
+        labels += [gold_joins(words, s, e) for s, e in runs]
         per_run = [layer_impacts(model, vocab, ids[s:e], adjacent_pairs(e - s)) for s, e in runs]
         for layer in range(layers):
-            scores[layer].append([join_scores(m[layer]) for m in per_run])
+            features[layer].append([boundary_features(m[layer]) for m in per_run])
+    y = np.concatenate(labels)
     table = []
-    for layer, scale in itertools.product(range(1, layers), SCALES):
-        per_text = [scaled(s, scale) for s in scores[layer]]
-        values = np.concatenate([s for sent in per_text for s in sent if len(s)])
-        for threshold in np.quantile(values, np.linspace(0.05, 0.95, 37)):
-            predicted = [words_from_scores(t, r, s, threshold) for t, r, s in zip(texts, runs_of, per_text,
-                                                                                  strict=True)]
-            f1 = score_segmentation(sentences, predicted)["f1"]
-            table.append({"layer": layer, "scale": scale, "threshold": float(threshold), "f1": f1})
+    for layer in range(1, layers):
+        x = np.concatenate([f for sent in features[layer] for f in sent])
+        for rule, weights in (("mutual", np.array(MUTUAL_ONLY)), ("logistic", fit_logistic(x, y))):
+            scores = [[f @ weights for f in sent] for sent in features[layer]]
+            for threshold in np.quantile(x @ weights, np.linspace(0.05, 0.95, 37)):
+                predicted = [words_from_scores(t, r, s, threshold)
+                             for t, r, s in zip(texts, runs_of, scores, strict=True)]
+                f1 = score_segmentation(sentences, predicted)["f1"]
+                table.append({"layer": layer, "rule": rule, "weights": [round(float(w), 5) for w in weights],
+                              "threshold": float(threshold), "f1": f1})
     best = max(table, key=lambda r: r["f1"])
     log.info("segmentation: best %s", best)
-    return {"best": best, "table": table}
+    return {"best": best, "table": [{k: v for k, v in r.items() if k != "weights"} for r in table]}
 
 
 def tune_parsing(model, vocab: CharVocab, sentences, orientations=("head_moves_dependent", "dependent_moves_head")):
@@ -71,10 +99,12 @@ def tune_parsing(model, vocab: CharVocab, sentences, orientations=("head_moves_d
         spans = list(zip(starts[:-1], starts[1:], strict=True))
         for layer in range(1, layers):
             words = word_matrix(chars[layer], spans)
-            for orientation in orientations:
-                table.setdefault((layer, orientation), []).append(eisner(*dependency_scores(words, orientation)))
+            for orientation, root, center in itertools.product(orientations, ROOT_RULES, (False, True)):
+                heads = eisner(*dependency_scores(words, orientation, root, center))
+                table.setdefault((layer, orientation, root, center), []).append(heads)
     gold = [s.heads for s in sentences]
-    rows = [{"layer": k[0], "orientation": k[1], "uas": uas(gold, v)} for k, v in table.items()]
+    rows = [{"layer": k[0], "orientation": k[1], "root": k[2], "center": k[3], "uas": uas(gold, v)}
+            for k, v in table.items()]
     best = max(rows, key=lambda r: r["uas"])
     log.info("parsing: best %s", best)
     return {"best": best, "table": rows}
