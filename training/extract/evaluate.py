@@ -120,32 +120,23 @@ async def predict_served(models: Path, texts: list[str], chunk: int = 16, concur
 
     from tqdm import tqdm
 
-    from app.runtime.metrics import Metrics
-    from app.runtime.repository import ModelRepository
-    from app.tasks.registry import load_task
+    from training.serving import served_task
 
-    repo = ModelRepository(models, Metrics())
-    repo.discover()
-    handle = repo.for_task("extract")
-    task = load_task(repo, handle)
-    if task is None:
-        raise SystemExit(f"model {handle.name} failed to load: {handle.error}")
-    repo.start(handle)
     results: list[list[dict]] = [[] for _ in texts]
     gate = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(texts), desc="extract", unit="text")
+    async with served_task(models, "extract") as task:
+        bar = tqdm(total=len(texts), desc="extract", unit="text")
 
-    async def run(start: int) -> None:
-        async with gate:
-            part = [t[: task.max_length] for t in texts[start : start + chunk]]
-            results[start : start + len(part)] = await task.extract(part, time.monotonic() + 3600)
-            bar.update(len(part))
+        async def run(start: int) -> None:
+            async with gate:
+                part = [t[: task.max_length] for t in texts[start : start + chunk]]
+                results[start : start + len(part)] = await task.extract(part, time.monotonic() + 3600)
+                bar.update(len(part))
 
-    try:
-        await asyncio.gather(*(run(i) for i in range(0, len(texts), chunk)))
-    finally:
-        bar.close()
-        await repo.stop()
+        try:
+            await asyncio.gather(*(run(i) for i in range(0, len(texts), chunk)))
+        finally:
+            bar.close()
     return results
 
 

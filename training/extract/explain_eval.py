@@ -69,25 +69,21 @@ def perturbation_rows(explainer, text: str, target, attributions: np.ndarray, rn
 
 
 async def run_eval(models: Path, texts: list[str], draws: int, seed: int, concurrency: int) -> dict:
+    from training.serving import served_task
+
+    async with served_task(models, "extract") as task:
+        if task.explainer is None:
+            raise SystemExit(f"model {task.model.name} has no gradient stage: nothing to explain with")
+        return await _explain_all(task, texts, draws, seed, concurrency)
+
+
+async def _explain_all(task, texts: list[str], draws: int, seed: int, concurrency: int) -> dict:
     from tqdm import tqdm
 
     from app.runtime.errors import InvalidInput
-    from app.runtime.metrics import Metrics
-    from app.runtime.repository import ModelRepository
     from app.tasks.extract_explain import resolve_target
-    from app.tasks.registry import load_task
 
-    repo = ModelRepository(models, Metrics())
-    repo.discover()
-    handle = repo.for_task("extract")
-    task = load_task(repo, handle)
-    if task is None:
-        raise SystemExit(f"model {handle.name} failed to load: {handle.error}")
-    explainer = task.explainer
-    if explainer is None:
-        raise SystemExit(f"model {handle.name} has no gradient stage: nothing to explain with")
-    repo.start(handle)
-
+    explainer, handle = task.explainer, task.model
     ratios: list[float] = []
     rescored: list[float] = []  # |F(x) from the perturbation batch - F(x) from the IG batch|: should be ~0
     drops: dict[tuple[str, int], list[float]] = {(kind, k): [] for kind in ("top", "random") for k in KS}
@@ -139,7 +135,6 @@ async def run_eval(models: Path, texts: list[str], draws: int, seed: int, concur
         await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
     finally:
         bar.close()
-        await repo.stop()
 
     n = len(ratios)
     if n == 0:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from app.text import CharVocab
+from training.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         sentences = read_conllu(tune_data)[: tune_limit or None]
         seg = tune_segmentation(model, vocab, [s.words for s in sentences])
         layer, threshold, weights = seg["best"]["layer"], seg["best"]["threshold"], seg["best"]["weights"]
-        tuning["segmentation"] = {"data": str(Path(*tune_data.parts[-3:])), "n": len(sentences), **seg["best"]}
+        tuning["segmentation"] = {"data": shown(tune_data), "n": len(sentences), **seg["best"]}
     root_rule, center = "most_affected", False
     if orientation is None:
         sentences = [s for s in read_conllu(tune_data) if len(s.text) <= 40]
@@ -157,7 +158,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         best = max(at_layer, key=lambda r: r["uas"])
         orientation, root_rule, center = best["orientation"], best["root"], best["center"]
         tuning["parsing"] = {"data": f"first {len(half)} sentences of at most 40 characters of "
-                                     f"{Path(*tune_data.parts[-3:])}", "table": parse["table"]}
+                                     f"{shown(tune_data)}", "table": parse["table"]}
     training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
     quality: dict = {"probe_tuning": tuning}
     if run and (run / "final.json").exists():
@@ -177,14 +178,15 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
     if seg_eval:
         seg = evaluate_segment(seg_eval, models, seg_limit, words_file)
         config["quality"]["segment"] = {
-            **seg, "data": [str(Path(*p.parts[-3:])) for p in seg_eval],
-            "command": f"zhserve eval segment --data {' '.join(str(Path(*p.parts[-3:])) for p in seg_eval)}"
+            **seg, "data": [shown(p) for p in seg_eval],
+            "command": f"zhserve eval segment --data {' '.join(shown(p) for p in seg_eval)}"
+                       + (f" --words {shown(words_file)}" if words_file else "")
                        + (f" --limit {seg_limit}" if seg_limit else "")}
     if parse_eval:
         parse = evaluate_parse(parse_eval, models, parse_limit)
         config["quality"]["parse"] = {
-            **parse, "data": [str(Path(*p.parts[-3:])) for p in parse_eval],
-            "command": f"zhserve eval parse --data {' '.join(str(Path(*p.parts[-3:])) for p in parse_eval)}"
+            **parse, "data": [shown(p) for p in parse_eval],
+            "command": f"zhserve eval parse --data {' '.join(shown(p) for p in parse_eval)}"
                        + (f" --limit {parse_limit}" if parse_limit else "")}
     (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return model_dir
