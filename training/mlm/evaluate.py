@@ -72,7 +72,8 @@ def evaluate_segment(data: list[Path], models: Path, limit: int = 0, words_file:
     gold = [s.words for s in sentences]
     known = set(Path(words_file).read_text(encoding="utf-8").split()) if words_file else None
     predicted = asyncio.run(_run_all(models, sentences, lambda t, s, d: t.segment(s.text, d), "segment"))
-    result = {"task": "segment", "n": len(sentences), **score_segmentation(gold, predicted, known)}
+    result = {"task": "segment", "n": len(sentences), **score_segmentation(gold, predicted, known),
+              "single_characters": score_segmentation(gold, [list(s.text) for s in sentences], known)}
     try:
         import jieba
 

@@ -98,7 +98,9 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
                             "(app/tasks/segmentation.py)"},
         "parse": {"max_length": min(limit, 40), "orientation": orientation, "root": root_rule,
                   "center": center},
-        "batching": {"max_batch_size": 512, "max_batch_tokens": 32768, "max_queue_delay_ms": 2.0},
+        # CPU: one request already fills the cores, and large padded batches cost more than they share
+        # (bench segment: 1024 to 4096 tokens alike, 32768 slower); raise it on a GPU.
+        "batching": {"max_batch_size": 512, "max_batch_tokens": 2048, "max_queue_delay_ms": 2.0},
         "stages": {"encoder": {
             "file": "encoder.onnx",
             "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"]}},
