@@ -118,6 +118,7 @@ def export_gradient(net: DGCNNExtractor, path: Path) -> None:
         p.requires_grad_(False)
     inputs = example_inputs(net)
     traced = make_fx(gradient_function(TripleScore(net)), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    traced.eval()  # the traced graph has no dropout left; this only quiets the exporter's warning
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=net.config.max_len)
     names = ["embeddings", "mask", "subject", "object", "label", "use_object"]
     dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {0: batch}, {0: batch}, {0: batch})
