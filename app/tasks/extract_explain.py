@@ -36,6 +36,14 @@ class Target:
                     "object_span": list(self.object)}
         return out | {"score_explained": TRIPLE_SCORE if self.predicate else SUBJECT_SCORE}
 
+    def graph_inputs(self, length: int) -> dict[str, np.ndarray]:
+        """The gradient graph's inputs besides the embeddings, for a text of `length` characters."""
+        return {"mask": np.ones(length, np.float32),
+                "subject": np.array([self.subject[0], self.subject[1] - 1], np.int64),
+                "object": np.array([self.object[0], self.object[1] - 1] if self.object else [0, 0], np.int64),
+                "label": np.array(self.label, np.int64),
+                "use_object": np.array(1.0 if self.object else 0.0, np.float32)}
+
 
 def _span(text: str, span, value, field: str) -> tuple[int, int]:
     """A [start, end) span from `span`, or found from the `value` string (its first occurrence)."""
@@ -107,11 +115,7 @@ class ExtractExplainer:
         inputs = self.table[self.vocab.encode(text)]
         base = self.baseline(baseline, len(text))
         alphas, weights = quadrature(steps, method)
-        shared = {"mask": np.ones(len(text), np.float32),
-                  "subject": np.array([goal.subject[0], goal.subject[1] - 1], np.int64),
-                  "object": np.array([goal.object[0], goal.object[1] - 1] if goal.object else [0, 0], np.int64),
-                  "label": np.array(goal.label, np.int64),
-                  "use_object": np.array(1.0 if goal.object else 0.0, np.float32)}
+        shared = goal.graph_inputs(len(text))
         rows = [{"embeddings": point, **shared} for point in interpolate(inputs, base, alphas)]
         outputs = await self.model.stage("gradient").submit(rows, deadline)
         result = integrate(inputs, base, weights, np.stack([o["gradient"] for o in outputs]),

@@ -27,12 +27,11 @@ def dependency_scores(words: np.ndarray, orientation: str, root_rule: str = "mos
     dependent's candidate heads are scored by softmax over F[d, :]; the root is the word the others
     affect most (largest row sum of F), or ("best_head") the word with the best average arc as a head.
     center: subtract from F[:, j] its mean, i.e. what masking j does to every word alike."""
-    if center and len(words) > 1:
-        off_diagonal = ~np.eye(len(words), dtype=bool)
-        words = np.where(off_diagonal, words - words.sum(axis=0) / (len(words) - 1), 0.0)
-    impact = words.T if orientation == "head_moves_dependent" else words  # impact[h, d]
     m = len(words)
     off = ~np.eye(m, dtype=bool)
+    if center and m > 1:
+        words = np.where(off, words - words.sum(axis=0) / (m - 1), 0.0)
+    impact = words.T if orientation == "head_moves_dependent" else words  # impact[h, d]
     logits = np.where(off, impact, -np.inf)
     logits = logits - logits.max(axis=0, keepdims=True)
     arcs = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)  # per dependent, over heads

@@ -45,11 +45,7 @@ def perturbation_rows(explainer, text: str, target, attributions: np.ndarray, rn
     """Gradient-stage rows: the input, then per k the top-k perturbation and `draws` random ones."""
     inputs = explainer.table[explainer.vocab.encode(text)]
     pad = explainer.table[explainer.vocab.pad_id]
-    shared = {"mask": np.ones(len(text), np.float32),
-              "subject": np.array([target.subject[0], target.subject[1] - 1], np.int64),
-              "object": np.array([target.object[0], target.object[1] - 1] if target.object else [0, 0], np.int64),
-              "label": np.array(target.label, np.int64),
-              "use_object": np.array(1.0 if target.object else 0.0, np.float32)}
+    shared = target.graph_inputs(len(text))
     positive = [int(i) for i in np.argsort(-attributions, kind="stable") if attributions[i] > 0]
 
     def row(positions) -> dict:
@@ -156,8 +152,7 @@ async def _explain_all(task, texts: list[str], draws: int, seed: int, concurrenc
 
 def evaluate_explain(data: list[Path], models: Path, limit: int = 100, split: str | None = None,
                      draws: int = 5, seed: int = 0, concurrency: int = 1) -> dict:
-    """One sentence at a time by default: the batcher would pad the rows of sentences of different
-    lengths into one batch, and padding moves the scores of pointers on a text's last characters."""
+    """One sentence at a time by default, so that every sentence's rows run as one batch of their own."""
     split = split or "dev"
     texts = dev_texts(data, limit, split)
     if limit and len(texts) < limit:

@@ -48,8 +48,10 @@ def read_segmented(path: Path) -> list[Sentence]:
     return [Sentence(line.split()) for line in lines if line.split()]
 
 
-async def _run_all(models: Path, items: list, call, desc: str, concurrency: int = 4) -> list:
+async def _run_all(models: Path, select, call, desc: str, concurrency: int = 4) -> tuple[list, list]:
+    """(items, results): `select(task)` picks the items once the served task is loaded, `call` runs one."""
     async with served_task(models, "mlm") as task:
+        items = select(task)
         gate = asyncio.Semaphore(concurrency)
         bar = tqdm(total=len(items), desc=desc, unit="sent")
 
@@ -60,7 +62,7 @@ async def _run_all(models: Path, items: list, call, desc: str, concurrency: int 
                 return result
 
         try:
-            return await asyncio.gather(*(one(i) for i in items))
+            return items, await asyncio.gather(*(one(i) for i in items))
         finally:
             bar.close()
 
@@ -71,7 +73,7 @@ def evaluate_segment(data: list[Path], models: Path, limit: int = 0, words_file:
         sentences = sentences[:limit]
     gold = [s.words for s in sentences]
     known = set(Path(words_file).read_text(encoding="utf-8").split()) if words_file else None
-    predicted = asyncio.run(_run_all(models, sentences, lambda t, s, d: t.segment(s.text, d), "segment"))
+    _, predicted = asyncio.run(_run_all(models, lambda t: sentences, lambda t, s, d: t.segment(s.text, d), "segment"))
     result = {"task": "segment", "n": len(sentences), **score_segmentation(gold, predicted, known),
               "single_characters": score_segmentation(gold, [list(s.text) for s in sentences], known)}
     try:
@@ -84,18 +86,18 @@ def evaluate_segment(data: list[Path], models: Path, limit: int = 0, words_file:
     return result
 
 
-def evaluate_parse(data: list[Path], models: Path, limit: int = 0, max_length: int = 0) -> dict:
+def evaluate_parse(data: list[Path], models: Path, limit: int = 0) -> dict:
     """UAS with gold words on the sentences the model accepts (at most its parse.max_length characters)."""
-    import json
-
-    if not max_length:
-        configs = [json.loads(p.read_text(encoding="utf-8")) for p in Path(models).glob("*/model.json")]
-        max_length = next(c["parse"]["max_length"] for c in configs if c.get("task") == "mlm")
     every = [s for path in data for s in read_conllu(path)]
-    sentences = [s for s in every if len(s.text) <= max_length]
-    if limit:
-        sentences = sentences[:limit]
-    predicted = asyncio.run(_run_all(models, sentences, lambda t, s, d: t.parse(s.text, s.words, d), "parse"))
+    limits: list[int] = []
+
+    def accepted(task) -> list[Sentence]:
+        limits.append(task.parse_max_length)
+        return [s for s in every if len(s.text) <= task.parse_max_length][: limit or None]
+
+    sentences, predicted = asyncio.run(
+        _run_all(models, accepted, lambda t, s, d: t.parse(s.text, s.words, d), "parse"))
+    max_length = limits[0]
     gold = [s.heads for s in sentences]
     return {"task": "parse", "n": len(sentences), "uas": uas(gold, [p["heads"] for p in predicted]),
             "baselines": {"right_chain": uas(gold, [chain_heads(len(s.words), "right") for s in sentences]),

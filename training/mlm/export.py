@@ -142,18 +142,18 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
     from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
     from training.mlm.probe import tune_parsing, tune_segmentation
 
-    source = hf_model or run
-    model, vocab = load_mlm(source)
+    model, vocab = load_mlm(hf_model or run)
+    tune_sentences = read_conllu(tune_data)
     tuning: dict = {}
     weights = None
     if layer is None or threshold is None:
-        sentences = read_conllu(tune_data)[: tune_limit or None]
+        sentences = tune_sentences[: tune_limit or None]
         seg = tune_segmentation(model, vocab, [s.words for s in sentences])
         layer, threshold, weights = seg["best"]["layer"], seg["best"]["threshold"], seg["best"]["weights"]
         tuning["segmentation"] = {"data": shown(tune_data), "n": len(sentences), **seg["best"]}
     root_rule, center = "most_affected", False
     if orientation is None:
-        sentences = [s for s in read_conllu(tune_data) if len(s.text) <= 40]
+        sentences = [s for s in tune_sentences if len(s.text) <= 40]
         half = sentences[: len(sentences) // 2][: tune_limit or 80]
         parse = tune_parsing(model, vocab, half)
         at_layer = [r for r in parse["table"] if r["layer"] == layer]
@@ -173,9 +173,8 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
     model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, weights,
                             root_rule, center)
-    if run and (run / "last.pt").exists():
-        history = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["history"]
-        plot_history(history, model_dir / "training_curve.png")
+    if run and (run / "history.json").exists():
+        plot_history(json.loads((run / "history.json").read_text()), model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())
     if seg_eval:
         seg = evaluate_segment(seg_eval, models, seg_limit, words_file)

@@ -162,6 +162,7 @@ def train(cfg: MLMConfig) -> Path:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": time.time() - started, "history": history, "config": asdict(cfg)}, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(out / "last.pt")
+        (out / "history.json").write_text(json.dumps(history, indent=1))
 
     while progress() < 1:
         length = cfg.short_seq_len if progress() < cfg.short_fraction else cfg.seq_len
