@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared data, and a tiny extractor trained and exported once per session."""
+"""Shared fixtures: the shared data, a tiny extractor and a tiny BERT, each trained once per session."""
 
 from __future__ import annotations
 
@@ -35,3 +35,14 @@ def tiny_models(tiny_run, tmp_path_factory) -> Path:
     models = tmp_path_factory.mktemp("models")
     export(tiny_run, models, "extract", [DUIE / "train_part1.json"], command="tests")
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm_run(tmp_path_factory) -> Path:
+    """Pretrain a tiny BERT for a few steps (checks the pipeline, not quality): /segment, /parse and math start here."""
+    from training.mlm.train import MLMConfig, train
+
+    run = tmp_path_factory.mktemp("mlm_run")
+    train(MLMConfig(out=str(run), hidden=32, layers=2, heads=2, intermediate=64, seq_len=32, short_seq_len=16,
+                    batch_size=8, steps=6, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2))
+    return run

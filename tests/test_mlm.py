@@ -24,14 +24,11 @@ from training.serving import served_task
 
 
 @pytest.fixture(scope="module")
-def tiny_mlm(tmp_path_factory):
-    """Pretrain a tiny BERT for a few steps (checks the pipeline, not quality) and export it."""
+def tiny_mlm(tiny_mlm_run, tmp_path_factory):
+    """The session's tiny BERT, exported for /segment and /parse."""
     from training.mlm.export import load_mlm, write_model
-    from training.mlm.train import MLMConfig, train
 
-    run = tmp_path_factory.mktemp("mlm_run")
-    train(MLMConfig(out=str(run), hidden=32, layers=2, heads=2, intermediate=64, seq_len=32, short_seq_len=16,
-                    batch_size=8, steps=6, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2))
+    run = tiny_mlm_run
     models = tmp_path_factory.mktemp("mlm_models")
     model, vocab = load_mlm(run)
     write_model(model, vocab, models, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",

@@ -39,8 +39,17 @@ def train_main(task: str, argv: list[str]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         p = argparse.ArgumentParser(prog="zhserve train mlm", description="pretrain the project's BERT masked LM")
         train(MLMConfig(**_config_args(p, MLMConfig, RECIPES, argv)))
+    elif task == "math":
+        import logging
+
+        from training.math.train import RECIPES, MathConfig, train
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        p = argparse.ArgumentParser(prog="zhserve train math",
+                                    description="fine-tune the project's BERT as a UniLM seq2seq math solver")
+        train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
     else:
-        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract, mlm)")
+        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract, mlm, math)")
 
 
 def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
@@ -64,8 +73,10 @@ def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[s
 def export_main(task: str, argv: list[str]) -> None:
     if task == "mlm":
         return _export_mlm(argv)
+    if task == "math":
+        return _export_math(argv)
     if task != "extract":
-        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract, mlm)")
+        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract, mlm, math)")
     p = argparse.ArgumentParser(prog="zhserve export extract",
                                 description="tune thresholds, export ONNX, write model.json")
     p.add_argument("--run", default=str(RUNS / "extract"), help="training output folder")
@@ -115,6 +126,26 @@ def _export_mlm(argv: list[str]) -> None:
            Path(a.tune_data), a.command, a.tune_limit)
 
 
+def _export_math(argv: list[str]) -> None:
+    import logging
+
+    from training.math.data import APE_VALID
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = argparse.ArgumentParser(prog="zhserve export math", description="math run (best.pt) -> ONNX decoder + "
+                                "model.json, measured on our Ape210K dev and test shares")
+    p.add_argument("--run", default=str(RUNS / "math"), help="a `zhserve train math` output folder")
+    p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--name", default="math")
+    p.add_argument("--eval-data", default=str(APE_VALID))
+    p.add_argument("--eval-limit", type=int, default=0, help="measure on the first N problems of each share only")
+    p.add_argument("--command", default="", help="training command to record in model.json")
+    a = p.parse_args(argv)
+    from training.math.export import export
+
+    export(Path(a.run), Path(a.models), a.name, Path(a.eval_data), a.eval_limit, a.command)
+
+
 def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,
               words: Path | None = None) -> dict:
     if task == "extract":
@@ -129,8 +160,13 @@ def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: 
         from training.mlm.evaluate import evaluate_parse
 
         return evaluate_parse(data, models, limit)
+    if task == "math":
+        from training.math.evaluate import evaluate_served as evaluate_math
+
+        return evaluate_math(data, models, limit, split)
     if task == "explain":  # /explain on the extract model: completeness and faithfulness of its attributions
         from training.extract.explain_eval import evaluate_explain
 
         return evaluate_explain(data, models, limit or 100, split)
-    raise SystemExit(f"zhserve eval: task {task!r} has no model yet (available: extract, segment, parse, explain)")
+    raise SystemExit(f"zhserve eval: task {task!r} has no model yet "
+                     "(available: extract, segment, parse, explain, math)")

@@ -93,6 +93,39 @@ class ParseResponse(BaseModel):
     tree: str = Field(description="binary constituency tree, bracketed")
 
 
+# -- /solve_math ----------------------------------------------------------------------------
+
+class SolveMathRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "学校把135本练习本平均分给3个班，每班多少本？"},
+        {"question": "一项工程，甲独做需15天完成，乙独做20天完成，两人合作几天完成？", "beam_size": 6}]})
+    question: StrictStr = Field(description="one problem (limit: the math model's max_question_tokens in "
+                                            "/v1/models; a number counts as one token)")
+    beam_size: int | None = Field(None, description="beams kept per step (default: the model's beam_size, "
+                                                    "at most its max_beam_size)")
+
+
+class MathCandidate(BaseModel):
+    expression: str
+    answer: str | None = Field(description="the candidate's formatted answer; null when it cannot be evaluated")
+    score: float = Field(description="sum of the expression tokens' log-probabilities")
+    error: str | None = Field(description="why the expression could not be evaluated")
+
+
+class SolveMathResponse(BaseModel):
+    model: str
+    version: str | None
+    expression: str | None = Field(description="the best expression that evaluates, the question's numbers written in")
+    answer: str | None = Field(description="as a person would write it: a percentage when the question asks for one, "
+                                           "whole numbers for 至少/最多 counts, else an integer, a terminating "
+                                           "decimal or an exact fraction")
+    answer_value: float | None
+    fraction: str | None = Field(description="the exact value as a fraction")
+    decimal: str | None = Field(description="the value as a decimal (6 places at most)")
+    reason: str | None = Field(description="why there is no answer, when answer is null")
+    candidates: list[MathCandidate]
+
+
 # -- /explain -------------------------------------------------------------------------------
 
 class ExplainRequest(BaseModel):

@@ -6,11 +6,12 @@ import logging
 
 from app.runtime.repository import FAILED, ModelHandle, ModelRepository
 from app.tasks.extract import ExtractTask
+from app.tasks.math import MathTask
 from app.tasks.mlm import PerturbedMaskingTask
 
 log = logging.getLogger(__name__)
 
-TASKS = {"extract": ExtractTask, "mlm": PerturbedMaskingTask}
+TASKS = {"extract": ExtractTask, "math": MathTask, "mlm": PerturbedMaskingTask}
 
 
 def load_task(repo: ModelRepository, handle: ModelHandle):

@@ -1,0 +1,73 @@
+"""POST /solve_math: a word problem -> an expression by constrained beam search -> an exact answer.
+
+Every beam step of every request is a set of batcher rows ([CLS] question [SEP] prefix), so concurrent
+requests decode in the same batches (continuous batching). Candidates are evaluated best first by the
+safe evaluator; one that cannot be evaluated falls back to the next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.runtime.errors import InvalidInput
+from app.runtime.repository import ModelHandle
+from app.tasks.math_decode import Grammar, beam_search
+from app.tasks.math_eval import ExpressionError, evaluate, format_answer
+from app.tasks.math_text import render, slot_question
+from app.text import CharVocab
+
+
+class MathTask:
+    def __init__(self, model: ModelHandle):
+        config = model.config
+        self.model = model
+        self.vocab = CharVocab.load(model.directory / config["vocab"])
+        self.grammar = Grammar(self.vocab)
+        self.max_question = int(config["max_question_tokens"])
+        self.max_expression = int(config["max_expression_tokens"])
+        self.beam_size = int(config.get("beam_size", 4))
+        self.max_beam_size = int(config.get("max_beam_size", 10))
+
+    def source_ids(self, question: str) -> tuple[list[int], list[str]]:
+        """[CLS] question-with-slots [SEP] as ids, and the numbers in the slots."""
+        if not question.strip():
+            raise InvalidInput("question: empty text")
+        q = slot_question(question)
+        if len(q.pieces) > self.max_question:
+            raise InvalidInput(f"question: {len(q.pieces)} tokens (numbers count as one), "
+                               f"over the limit of {self.max_question}")
+        get, unk = self.vocab.index.get, self.vocab.unk_id
+        return [self.vocab.cls_id] + [get(p, unk) for p in q.pieces] + [self.vocab.sep_id], q.numbers
+
+    async def solve(self, question: str, beam_size: int | None, deadline: float) -> dict:
+        beam_size = self.beam_size if beam_size is None else beam_size
+        if not 1 <= beam_size <= self.max_beam_size:
+            raise InvalidInput(f"beam_size: {beam_size}, expected 1 to {self.max_beam_size}")
+        source, numbers = self.source_ids(question)
+        decoder = self.model.stage("decoder")
+
+        async def step(prefixes: list[list[int]]) -> list[np.ndarray]:
+            rows = [{"token_ids": np.array(source + p, dtype=np.int64),
+                     "type_ids": np.array([0] * len(source) + [1] * len(p), dtype=np.int64)} for p in prefixes]
+            return [out["log_probs"] for out in await decoder.submit(rows, deadline)]
+
+        found = await beam_search(step, self.grammar, len(numbers), beam_size, self.max_expression)
+        candidates, chosen = [], None
+        for h in found:
+            expression = render([self.vocab.tokens[t] for t in h.tokens], numbers)
+            candidate = {"expression": expression, "answer": None, "score": round(h.score, 4), "error": None}
+            try:
+                answer = format_answer(evaluate(expression), question)
+                candidate["answer"] = answer["answer"]
+                chosen = chosen or (expression, answer)
+            except ExpressionError as exc:
+                candidate["error"] = str(exc)
+            candidates.append(candidate)
+        result = {"model": self.model.name, "version": self.model.version, "candidates": candidates}
+        if chosen is None:
+            reason = ("no candidate could be evaluated: " + "; ".join(c["error"] for c in candidates)
+                      if candidates else f"no complete expression within {self.max_expression} tokens")
+            return result | {"expression": candidates[0]["expression"] if candidates else None, "answer": None,
+                             "answer_value": None, "fraction": None, "decimal": None, "reason": reason}
+        expression, answer = chosen
+        return result | {"expression": expression, **answer, "reason": None}
