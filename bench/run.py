@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BENCHES = {"extract": "bench.extract", "segment": "bench.segment", "explain": "bench.explain"}
+BENCHES = {"extract": "bench.extract", "segment": "bench.segment", "explain": "bench.explain", "math": "bench.math"}
 
 
 def main(argv: list[str]) -> None:

@@ -152,11 +152,11 @@ def test_unilm_mask_keeps_the_question_blind_to_the_expression(tiny_math):
     assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
-def test_exported_decoder_matches_pytorch(tiny_math, tmp_path):
-    from training.math.export import export_decoder, load_run
+def test_cached_decoding_graphs_match_the_full_model(tiny_math, tmp_path):
+    from training.math.export import export_graphs, load_run
 
     model, vocab, _ = load_run(tiny_math[0])
-    assert export_decoder(model, vocab, tmp_path / "decoder.onnx") < 1e-4
+    assert export_graphs(model, vocab, tmp_path) < 1e-4
 
 
 def test_grammar_allows_only_expressions():

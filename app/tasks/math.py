@@ -1,7 +1,8 @@
 """POST /solve_math: a word problem -> an expression by constrained beam search -> an exact answer.
 
-Every beam step of every request is a set of batcher rows ([CLS] question [SEP] prefix), so concurrent
-requests decode in the same batches (continuous batching). Candidates are evaluated best first by the
+The question is encoded once (its keys and values cached); then every beam step of every request is
+one batcher row per beam (one new token against its cache), so concurrent requests decode in the
+same batches (continuous batching). Candidates are evaluated best first by the
 safe evaluator; one that cannot be evaluated falls back to the next.
 """
 
@@ -44,14 +45,22 @@ class MathTask:
         if not 1 <= beam_size <= self.max_beam_size:
             raise InvalidInput(f"beam_size: {beam_size}, expected 1 to {self.max_beam_size}")
         source, numbers = self.source_ids(question)
-        decoder = self.model.stage("decoder")
+        (encoded,) = await self.model.stage("encoder").submit([{"token_ids": np.array(source, dtype=np.int64)}],
+                                                              deadline)
+        stepper = self.model.stage("step")
 
-        async def step(prefixes: list[list[int]]) -> list[np.ndarray]:
-            rows = [{"token_ids": np.array(source + p, dtype=np.int64),
-                     "type_ids": np.array([0] * len(source) + [1] * len(p), dtype=np.int64)} for p in prefixes]
-            return [out["log_probs"] for out in await decoder.submit(rows, deadline)]
+        async def step(caches: list[tuple[np.ndarray, np.ndarray]], tokens: list[int]):
+            rows = [{"token": np.int64(token), "position": np.int64(keys.shape[2]), "past_keys": keys,
+                     "past_values": values, "past_mask": np.ones(keys.shape[2], dtype=bool)}
+                    for (keys, values), token in zip(caches, tokens, strict=True)]
+            outputs = await stepper.submit(rows, deadline)
+            grown = [(np.concatenate([keys, out["key"][:, :, None]], axis=2),
+                      np.concatenate([values, out["value"][:, :, None]], axis=2))
+                     for (keys, values), out in zip(caches, outputs, strict=True)]
+            return [out["log_probs"] for out in outputs], grown
 
-        found = await beam_search(step, self.grammar, len(numbers), beam_size, self.max_expression)
+        found = await beam_search(encoded["log_probs"], (encoded["keys"], encoded["values"]), step, self.grammar,
+                                  len(numbers), beam_size, self.max_expression)
         candidates, chosen = [], None
         for h in found:
             expression = render([self.vocab.tokens[t] for t in h.tokens], numbers)

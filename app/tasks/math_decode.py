@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class Hypothesis:
     tokens: list[int] = field(default_factory=list)
     score: float = 0.0  # sum of log-probabilities
     state: State = State()
+    cache: Any = None  # the decoder's keys/values for the tokens before the last one
 
 
 class Grammar:
@@ -93,16 +95,17 @@ def loops(tokens: list[int]) -> bool:
     return False
 
 
-StepFn = Callable[[list[list[int]]], Awaitable[list[np.ndarray]]]
+StepFn = Callable[[list[Any], list[int]], Awaitable[tuple[list[np.ndarray], list[Any]]]]
 
 
-async def beam_search(step: StepFn, grammar: Grammar, n_slots: int, beam_size: int,
+async def beam_search(first: np.ndarray, cache: Any, step: StepFn, grammar: Grammar, n_slots: int, beam_size: int,
                       max_length: int) -> list[Hypothesis]:
-    """Finished hypotheses, best first. `step(prefixes)` gives the next-token log-probabilities of each
-    prefix (one batcher row each, so the beams of concurrent requests share batches)."""
-    live, finished = [Hypothesis()], []
+    """Finished hypotheses, best first. `first`: the log-probabilities of the first token, `cache` the
+    decoder state after the question; `step(caches, tokens)` feeds each beam's newest token and gives
+    the next log-probabilities and the grown caches (one batcher row per beam, so the beams of
+    concurrent requests share batches)."""
+    live, logprobs, finished = [Hypothesis(cache=cache)], [first], []
     for _ in range(max_length):
-        logprobs = await step([h.tokens for h in live])
         candidates = []
         for h, lp in zip(live, logprobs, strict=True):
             allowed = grammar.allowed(h.state, n_slots)
@@ -117,7 +120,7 @@ async def beam_search(step: StepFn, grammar: Grammar, n_slots: int, beam_size: i
                 continue
             tokens = h.tokens + [token]
             if not loops(tokens):
-                live.append(Hypothesis(tokens, score, grammar.advance(h.state, token)))
+                live.append(Hypothesis(tokens, score, grammar.advance(h.state, token), h.cache))
             if len(live) == beam_size:
                 break
         finished.sort(key=lambda h: -h.score)
@@ -125,4 +128,7 @@ async def beam_search(step: StepFn, grammar: Grammar, n_slots: int, beam_size: i
         # log-probabilities only add negatives: no live beam can overtake the worst kept finished one
         if not live or (len(finished) == beam_size and finished[-1].score >= live[0].score):
             break
+        logprobs, caches = await step([h.cache for h in live], [h.tokens[-1] for h in live])
+        for h, grown in zip(live, caches, strict=True):
+            h.cache = grown
     return finished

@@ -1,9 +1,8 @@
 """A trained math run -> models/<name>/1/decoder.onnx + vocab.txt + model.json, then the served model is
 measured on our Ape210K dev and test shares and the figures recorded in model.json.
 
-decoder.onnx: token_ids, type_ids (B, T) int64 -> log_probs (B, V): the next-token distribution after
-each row's last real token. No key/value cache: every beam step recomputes its row (bench/math.py
-measures what that costs against the step's share of a whole request).
+encoder.onnx and step.onnx decode with a key/value cache (training/math/cache.py): the question is
+encoded once, then each beam step runs one token against the cached keys and values.
 """
 
 from __future__ import annotations
@@ -15,25 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from app.text import CharVocab
+from training.math.cache import CachedEncoder, CachedStep
 from training.math.model import hidden_states
 from training.paths import shown
 
 log = logging.getLogger(__name__)
-
-
-class NextToken(nn.Module):
-    def __init__(self, model, pad_id: int):
-        super().__init__()
-        self.model, self.pad_id = model.eval(), pad_id
-
-    def forward(self, token_ids: torch.Tensor, type_ids: torch.Tensor) -> torch.Tensor:
-        hidden = hidden_states(self.model, token_ids, type_ids, self.pad_id)
-        last = (token_ids != self.pad_id).sum(1) - 1
-        picked = hidden[torch.arange(token_ids.shape[0]), last]
-        return torch.log_softmax(self.model.cls(picked), dim=-1)
 
 
 def load_run(run: Path, checkpoint: str = "best.pt"):
@@ -46,29 +33,60 @@ def load_run(run: Path, checkpoint: str = "best.pt"):
     return model.eval(), CharVocab.load(run / "vocab.txt"), state
 
 
-def export_decoder(model, vocab: CharVocab, path: Path) -> float:
-    """Write the ONNX graph; returns the largest |onnxruntime - PyTorch| log-probability on a padded batch."""
-    import onnxruntime as ort
-
+def export_graphs(model, vocab: CharVocab, out: Path) -> float:
+    """Write encoder.onnx and step.onnx; returns the largest |cached onnxruntime - full PyTorch| difference
+    of the log-probabilities along a whole expression (teacher-forced), two rows of different lengths."""
     if vocab.pad_id != 0:
         raise ValueError("the batcher pads with 0, so [PAD] must be token 0")
-    net = NextToken(model, vocab.pad_id).eval()
-    limit = model.config.max_position_embeddings
-    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=limit)
+    c = model.config
+    layers, heads, d = c.num_hidden_layers, c.num_attention_heads, c.hidden_size // c.num_attention_heads
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("seq", min=2, max=c.max_position_embeddings)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, len(vocab), (3, 19), generator=gen)
-    types = torch.zeros_like(ids)
-    types[:, 12:] = 1
-    ids[1, 15:] = vocab.pad_id
-    types[1, 15:] = 0
-    torch.onnx.export(net, (ids, types), path, dynamo=True, external_data=False,
-                      input_names=["token_ids", "type_ids"], output_names=["log_probs"],
-                      dynamic_shapes={"token_ids": {0: batch, 1: seq}, "type_ids": {0: batch, 1: seq}}, verbose=False)
-    with torch.no_grad():
-        expected = net(ids, types).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"token_ids": ids.numpy(), "type_ids": types.numpy()})
-    return float(np.abs(got - expected).max())
+    question = torch.randint(5, len(vocab), (2, 12), generator=gen)
+    question[1, 9:] = vocab.pad_id
+    torch.onnx.export(CachedEncoder(model, vocab.pad_id), (question,), out / "encoder.onnx", dynamo=True,
+                      external_data=False, input_names=["token_ids"], output_names=["log_probs", "keys", "values"],
+                      dynamic_shapes={"token_ids": {0: batch, 1: seq}}, verbose=False)
+    past = torch.randn(2, layers, heads, 12, d, generator=gen)
+    step_args = (torch.tensor([7, 8]), torch.tensor([12, 9]), past, past.clone(), torch.ones(2, 12, dtype=torch.bool))
+    past_shape = {0: batch, 3: seq}
+    torch.onnx.export(CachedStep(model), step_args, out / "step.onnx", dynamo=True, external_data=False,
+                      input_names=["token", "position", "past_keys", "past_values", "past_mask"],
+                      output_names=["log_probs", "key", "value"],
+                      dynamic_shapes={"token": {0: batch}, "position": {0: batch}, "past_keys": past_shape,
+                                      "past_values": past_shape, "past_mask": {0: batch, 1: seq}}, verbose=False)
+    return cached_parity(model, vocab, out, question, torch.randint(5, len(vocab), (2, 6), generator=gen))
+
+
+def cached_parity(model, vocab: CharVocab, out: Path, question: torch.Tensor, target: torch.Tensor) -> float:
+    """Decode `target` token by token through the ONNX graphs (cache kept as the server keeps it, padded
+    as the batcher pads it) and compare every step with the full model run over the whole sequence."""
+    import onnxruntime as ort
+
+    enc = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    step = ort.InferenceSession(str(out / "step.onnx"), providers=["CPUExecutionProvider"])
+    lengths = (question != vocab.pad_id).sum(1).tolist()
+    log_probs, keys, values = enc.run(None, {"token_ids": question.numpy()})
+    got = [log_probs]
+    mask = (question != vocab.pad_id).numpy()
+    for t in range(target.shape[1] - 1):
+        log_probs, key, value = step.run(None, {
+            "token": target[:, t].numpy(), "position": np.array([n + t for n in lengths], dtype=np.int64),
+            "past_keys": keys, "past_values": values, "past_mask": mask})
+        got.append(log_probs)
+        keys = np.concatenate([keys, key[:, :, :, None]], axis=3)  # padding stays inside: masked out
+        values = np.concatenate([values, value[:, :, :, None]], axis=3)
+        mask = np.concatenate([mask, np.ones((len(lengths), 1), dtype=bool)], axis=1)
+    worst = 0.0
+    for b, n in enumerate(lengths):
+        ids = torch.cat([question[b, :n], target[b]])[None]
+        types = torch.tensor([[0] * n + [1] * target.shape[1]])
+        with torch.no_grad():
+            full = torch.log_softmax(model.cls(hidden_states(model, ids, types, vocab.pad_id)), -1)[0]
+        for t, step_log_probs in enumerate(got):
+            worst = max(worst, float(np.abs(step_log_probs[b] - full[n - 1 + t].numpy()).max()))
+    return worst
 
 
 def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict, training: dict,
@@ -77,27 +95,42 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
     out = model_dir / "1"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    parity = export_decoder(model, vocab, out / "decoder.onnx")
+    parity = export_graphs(model, vocab, out)
     vocab.save(out / "vocab.txt")
     c = model.config
+    layers, heads, d = c.num_hidden_layers, c.num_attention_heads, c.hidden_size // c.num_attention_heads
+    cache = ["batch", layers, heads, "seq", d]
+    log_probs = {"dtype": "float32", "shape": ["batch", len(vocab)]}
     config = {
         "name": name,
         "task": "math",
-        "description": "UniLM seq2seq on the project's BERT: a math word problem -> an expression, beam search",
+        "description": "UniLM seq2seq on the project's BERT: a math word problem -> an expression, beam search "
+                       "with a key/value cache",
         "vocab": "vocab.txt",
         "max_question_tokens": max_source - 2,
         "max_expression_tokens": max_target - 1,
         "beam_size": 4,
         "max_beam_size": 10,
-        "architecture": {"layers": c.num_hidden_layers, "hidden": c.hidden_size, "heads": c.num_attention_heads,
-                         "vocab_size": len(vocab), "max_position_embeddings": c.max_position_embeddings},
-        # rows are a question plus an expression prefix (~40-150 tokens): 16 clients x 4 beams fit one batch
-        "batching": {"max_batch_size": 256, "max_batch_tokens": 12288, "max_queue_delay_ms": 2.0},
-        "stages": {"decoder": {
-            "file": "decoder.onnx",
-            "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"]},
-                       "type_ids": {"dtype": "int64", "shape": ["batch", "seq"]}},
-            "outputs": {"log_probs": {"dtype": "float32", "shape": ["batch", len(vocab)]}}}},
+        "architecture": {"layers": layers, "hidden": c.hidden_size, "heads": heads, "vocab_size": len(vocab),
+                         "max_position_embeddings": c.max_position_embeddings},
+        "stages": {
+            "encoder": {
+                "file": "encoder.onnx",
+                "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"]}},
+                "outputs": {"log_probs": log_probs, "keys": {"dtype": "float32", "shape": cache},
+                            "values": {"dtype": "float32", "shape": cache}},
+                "batching": {"max_batch_size": 64, "max_batch_tokens": 4096, "max_queue_delay_ms": 2.0}},
+            "step": {
+                "file": "step.onnx",
+                "inputs": {"token": {"dtype": "int64", "shape": ["batch"]},
+                           "position": {"dtype": "int64", "shape": ["batch"]},
+                           "past_keys": {"dtype": "float32", "shape": cache},
+                           "past_values": {"dtype": "float32", "shape": cache},
+                           "past_mask": {"dtype": "bool", "shape": ["batch", "seq"]}},
+                "outputs": {"log_probs": log_probs, "key": {"dtype": "float32", "shape": ["batch", layers, heads, d]},
+                            "value": {"dtype": "float32", "shape": ["batch", layers, heads, d]}},
+                # a step row is one token: every live beam of every request fits one batch
+                "batching": {"max_batch_size": 512, "max_batch_tokens": 65536, "max_queue_delay_ms": 1.0}}},
         "quality": {**quality, "onnx_parity_max_abs_diff": parity},
         "training": training,
     }
