@@ -58,6 +58,20 @@ def test_answers_are_formatted_as_asked():
     assert same_answer(Fraction(1, 3), Fraction(3333333, 10_000_000))
 
 
+def test_a_candidate_that_cannot_be_evaluated_falls_back_to_the_next():
+    from app.tasks.math import answer_from
+
+    result = answer_from([("6/(2-2)", -0.5), ("6/2", -0.9)], "每组几人？", "none")
+    assert result["expression"] == "6/2" and result["answer"] == "3" and result["reason"] is None
+    assert result["candidates"][0]["error"] == "division by zero" and result["candidates"][1]["answer"] == "3"
+    result = answer_from([("6/(2-2)", -0.5), ("2^100", -0.9)], "每组几人？", "none")
+    assert result["answer"] is None and result["fraction"] is None and "division by zero" in result["reason"]
+    assert "exponent" in result["reason"]
+    assert answer_from([], "每组几人？", "no complete expression")["reason"] == "no complete expression"
+    assert answer_from([("2-6", -0.1), ("6-2", -0.7)], "相差几人？", "none")["answer"] == "4"  # positive first
+    assert answer_from([("2-6", -0.1), ("1/0", -0.7)], "相差几人？", "none")["answer"] == "-4"  # else the best
+
+
 # -- pre-processing -------------------------------------------------------------------------------
 
 def test_numbers_become_slots_and_equations_read_back():

@@ -1,4 +1,5 @@
-"""The model shipped in models/ serves real answers: triples from sentences written for this test."""
+"""The models shipped in models/ serve real answers: triples from sentences and answers to math problems
+written for this test."""
 
 import json
 from pathlib import Path
@@ -40,3 +41,35 @@ def test_shipped_model_records_its_quality():
     quality = config["quality"]
     assert quality["f1"] > 0 and quality["n"] > 0 and "command" in quality and "split" in quality
     assert config["training"]["data"]
+
+
+MATH_PROBLEMS = [  # written for this test, none from a dataset
+    ("学校买了12盒粉笔，每盒48支，一共买了多少支粉笔？", "576"),
+    ("一本书有240页，小明每天看30页，几天可以看完？", "8"),
+    ("果园里有苹果树150棵，梨树比苹果树少40棵，梨树有多少棵？", "110"),
+    ("小红有36元钱，买了一支笔花了9元，还剩多少元？", "27"),
+    ("一辆汽车3小时行驶了180千米，平均每小时行驶多少千米？", "60"),
+    ("一个长方形的长是8米，宽是5米，它的面积是多少平方米？", "40"),
+    ("妈妈买了3千克苹果，每千克6.5元，一共花了多少元？", "19.5"),
+    ("一件衣服原价200元，现在降价50元出售，现价是原价的百分之几？", "75%"),
+]
+MATH_SOLVED = 6  # the shipped model answered 7 (all but the 梨树 one) when this test was written
+
+
+def test_shipped_math_model_solves_problems_written_for_the_test(client):
+    assert wait_ready(client)["models"]["math"] == "ready"
+    answers = []
+    for question, _ in MATH_PROBLEMS:
+        r = client.post("/solve_math", json={"question": question})
+        assert r.status_code == 200
+        answers.append(r.json()["answer"])
+    right = sum(a == e for a, (_, e) in zip(answers, MATH_PROBLEMS, strict=True))
+    assert right >= MATH_SOLVED, list(zip(answers, MATH_PROBLEMS, strict=True))
+
+
+def test_shipped_math_model_records_its_quality():
+    config = json.loads((MODELS / "math" / "model.json").read_text())
+    for split in ("ape210k_dev", "ape210k_test"):
+        quality = config["quality"][split]
+        assert 0 < quality["accuracy"] <= 1 and quality["n"] > 0 and "--split" in quality["command"]
+    assert config["training"]["data"] and config["quality"]["onnx_parity_max_abs_diff"] < 1e-3

@@ -3,7 +3,7 @@
 The question is encoded once (its keys and values cached); then every beam step of every request is
 one batcher row per beam (one new token against its cache), so concurrent requests decode in the
 same batches (continuous batching). Candidates are evaluated best first by the
-safe evaluator; one that cannot be evaluated falls back to the next.
+safe evaluator; one that cannot be evaluated (or is worth zero or less) falls back to the next.
 """
 
 from __future__ import annotations
@@ -61,22 +61,31 @@ class MathTask:
 
         found = await beam_search(encoded["log_probs"], (encoded["keys"], encoded["values"]), step, self.grammar,
                                   len(numbers), beam_size, self.max_expression)
-        candidates, chosen = [], None
-        for h in found:
-            expression = render([self.vocab.tokens[t] for t in h.tokens], numbers)
-            candidate = {"expression": expression, "answer": None, "score": round(h.score, 4), "error": None}
-            try:
-                answer = format_answer(evaluate(expression), question)
-                candidate["answer"] = answer["answer"]
-                chosen = chosen or (expression, answer)
-            except ExpressionError as exc:
-                candidate["error"] = str(exc)
-            candidates.append(candidate)
-        result = {"model": self.model.name, "version": self.model.version, "candidates": candidates}
-        if chosen is None:
-            reason = ("no candidate could be evaluated: " + "; ".join(c["error"] for c in candidates)
-                      if candidates else f"no complete expression within {self.max_expression} tokens")
-            return result | {"expression": candidates[0]["expression"] if candidates else None, "answer": None,
-                             "answer_value": None, "fraction": None, "decimal": None, "reason": reason}
-        expression, answer = chosen
-        return result | {"expression": expression, **answer, "reason": None}
+        candidates = [(render([self.vocab.tokens[t] for t in h.tokens], numbers), h.score) for h in found]
+        result = {"model": self.model.name, "version": self.model.version}
+        return result | answer_from(candidates, question, f"no complete expression within {self.max_expression} "
+                                                          "tokens")
+
+
+def answer_from(candidates: list[tuple[str, float]], question: str, none_found: str) -> dict:
+    """The answer of the best candidate expression that evaluates, each candidate listed with its own answer
+    or error. Word problems ask for positive quantities, so a candidate worth zero or less is passed over
+    for the best positive one when there is one (+1 point on our Ape210K dev share). When none
+    evaluates: answer null and the reason."""
+    listed, answers = [], []
+    for expression, score in candidates:
+        candidate = {"expression": expression, "answer": None, "score": round(score, 4), "error": None}
+        try:
+            value = evaluate(expression)
+            answer = format_answer(value, question)
+            candidate["answer"] = answer["answer"]
+            answers.append((value > 0, expression, answer))
+        except ExpressionError as exc:
+            candidate["error"] = str(exc)
+        listed.append(candidate)
+    if not answers:
+        reason = "no candidate could be evaluated: " + "; ".join(c["error"] for c in listed) if listed else none_found
+        return {"expression": listed[0]["expression"] if listed else None, "answer": None, "answer_value": None,
+                "fraction": None, "decimal": None, "reason": reason, "candidates": listed}
+    _, expression, answer = next((a for a in answers if a[0]), answers[0])
+    return {"expression": expression, **answer, "reason": None, "candidates": listed}
