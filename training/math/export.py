@@ -172,8 +172,10 @@ def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int,
                 "recipe": {k: v for k, v in cfg.items() if k not in ("out", "data")},
                 "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), "checkpoint": best}
     model_dir = write_model(model, vocab, models, name, {}, training, cfg["max_source"], cfg["max_target"])
-    if state["history"]:
-        plot_history(state["history"], model_dir / "training_curve.png")
+    history_file = run / "history.json"  # the whole run; the checkpoint's own history stops at its step
+    history = json.loads(history_file.read_text()) if history_file.exists() else state["history"]
+    if history:
+        plot_history(history, model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())
     for split in ("dev", "test"):
         figures = evaluate_served([eval_data], models, eval_limit, split)
