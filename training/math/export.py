@@ -1,4 +1,4 @@
-"""A trained math run -> models/<name>/1/decoder.onnx + vocab.txt + model.json, then the served model is
+"""A trained math run -> models/<name>/1/{encoder,step}.onnx + vocab.txt + model.json, then the served model is
 measured on our Ape210K dev and test shares and the figures recorded in model.json.
 
 encoder.onnx and step.onnx decode with a key/value cache (training/math/cache.py): the question is
