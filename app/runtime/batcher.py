@@ -252,15 +252,23 @@ class Batcher:
 
 
 def collate(rows: list[Arrays], specs: list[TensorSpec]) -> Arrays:
-    """Stack rows into one batch, zero-padding each input's sequence axis to the longest row."""
+    """Stack rows into one batch, zero-padding each input's sequence axis to the longest row. Each row is
+    copied once, straight into its place (rows can be large: a decoder's key/value cache)."""
     batch = {}
     for spec in specs:
         arrays = [np.asarray(r[spec.name], dtype=spec.dtype) for r in rows]
         axis = spec.seq_axis
-        if axis is not None:
-            width = max(a.shape[axis] for a in arrays)
-            arrays = [_pad(a, axis, width) for a in arrays]
-        batch[spec.name] = np.stack(arrays)
+        if axis is None:
+            batch[spec.name] = np.stack(arrays)
+            continue
+        shape = list(arrays[0].shape)
+        shape[axis] = max(a.shape[axis] for a in arrays)
+        out = np.zeros((len(arrays), *shape), dtype=spec.dtype)
+        for i, a in enumerate(arrays):
+            place = [i] + [slice(None)] * a.ndim
+            place[axis + 1] = slice(0, a.shape[axis])
+            out[tuple(place)] = a
+        batch[spec.name] = out
     return batch
 
 
@@ -275,11 +283,3 @@ def split(outputs: Arrays, lengths: list[int], specs: list[TensorSpec]) -> list[
                 row = np.take(row, np.arange(n), axis=spec.seq_axis)
             rows[i][spec.name] = row
     return rows
-
-
-def _pad(a: np.ndarray, axis: int, width: int) -> np.ndarray:
-    if a.shape[axis] == width:
-        return a
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, width - a.shape[axis])
-    return np.pad(a, pad)
