@@ -65,3 +65,25 @@ async def run_load(url: str, payloads: list[dict], concurrency: int, max_request
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return LoadResult(name, concurrency, len(latencies), errors, time.perf_counter() - started, latencies)
+
+
+def run_phases(url: str, phases: list[tuple[list[dict], int, int, float, str]]) -> list[LoadResult]:
+    """run_load for each (payloads, concurrency, max_requests, max_seconds, name), printing each result."""
+    import json
+
+    results = []
+    for payloads, concurrency, max_requests, max_seconds, name in phases:
+        results.append(asyncio.run(run_load(url, payloads, concurrency, max_requests, max_seconds, name)))
+        print(json.dumps(results[-1].row(), ensure_ascii=False), flush=True)
+    return results
+
+
+def print_concurrency_report(results: list[LoadResult], concurrency: int) -> None:
+    """A markdown table of the runs, then the throughput of the last run (many clients) over the one before (one)."""
+    lines = ["| run | requests | errors | p50 ms | p99 ms | throughput rps |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.requests} | {r.errors} | {r.percentile(50) * 1000:.0f} | "
+              f"{r.percentile(99) * 1000:.0f} | {r.throughput:.2f} |" for r in results]
+    one, many = results[-2], results[-1]
+    print("\n".join(lines))
+    print(f"throughput ratio, {concurrency} concurrent clients / one at a time: "
+          f"{many.throughput / max(one.throughput, 1e-9):.2f}x")

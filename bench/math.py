@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.extract import ROOT, free_port, start
-from bench.load import LoadResult, run_load
+from bench.load import print_concurrency_report, run_load, run_phases
 
 
 def questions(count: int) -> list[str]:
@@ -81,26 +81,14 @@ def main(argv: list[str]) -> None:
                  {"ZHSERVE_LOG_LEVEL": "warning"}, port)
     url = f"http://127.0.0.1:{port}/solve_math"
     payloads = [{"question": q} for q in questions(max(a.requests, 200))]
-    results: list[LoadResult] = []
     try:
         asyncio.run(run_load(url, payloads[:8], 2, 16, 30))  # warm-up
-        r = asyncio.run(run_load(url, payloads[:a.requests], 1, a.requests, 300, "one at a time"))
-        results.append(r)
-        print(json.dumps(r.row(), ensure_ascii=False), flush=True)
-        for c in (1, a.concurrency):
-            r = asyncio.run(run_load(url, payloads, c, 10_000, a.seconds, f"concurrency {c}"))
-            results.append(r)
-            print(json.dumps(r.row(), ensure_ascii=False), flush=True)
+        results = run_phases(url, [(payloads[:a.requests], 1, a.requests, 300, "one at a time")]
+                             + [(payloads, c, 10_000, a.seconds, f"concurrency {c}") for c in (1, a.concurrency)])
     finally:
         proc.terminate()
         proc.wait(10)
-    lines = ["| run | requests | errors | p50 ms | p99 ms | throughput rps |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.requests} | {r.errors} | {r.percentile(50) * 1000:.0f} | "
-              f"{r.percentile(99) * 1000:.0f} | {r.throughput:.2f} |" for r in results]
-    one, many = results[-2], results[-1]
-    print("\n".join(lines))
-    print(f"throughput ratio, {a.concurrency} concurrent clients / one at a time: "
-          f"{many.throughput / max(one.throughput, 1e-9):.2f}x")
+    print_concurrency_report(results, a.concurrency)
     print(f"key/value cache: {bound['steps']} steps of {bound['beams']} beams after a {bound['question_tokens']}-token "
           f"question take {bound['cache_ms']} ms with it, {bound['no_cache_ms']} ms without: {bound['speedup']}x")
     out = Path(a.out)

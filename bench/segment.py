@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.extract import ROOT, free_port, start
-from bench.load import LoadResult, run_load
+from bench.load import print_concurrency_report, run_load, run_phases
 
 
 def texts_of_length(n: int, count: int) -> list[str]:
@@ -39,29 +39,17 @@ def main(argv: list[str]) -> None:
     proc = start([sys.executable, "-m", "app", "serve", "--port", str(port), "--models", a.models],
                  {"ZHSERVE_LOG_LEVEL": "warning"}, port)
     url = f"http://127.0.0.1:{port}/segment"
-    results: list[LoadResult] = []
+    texts_30 = [{"text": t} for t in texts_of_length(30, 200)]
     try:
-        asyncio.run(run_load(url, [{"text": t} for t in texts_of_length(30, 8)], 2, 16, 20))  # warm-up
-        for n in a.lengths:
-            payloads = [{"text": t} for t in texts_of_length(n, a.requests)]
-            r = asyncio.run(run_load(url, payloads, 1, a.requests, 120, f"length {n}, one at a time"))
-            results.append(r)
-            print(json.dumps(r.row(), ensure_ascii=False), flush=True)
-        payloads = [{"text": t} for t in texts_of_length(30, 200)]
-        for c in (1, a.concurrency):
-            r = asyncio.run(run_load(url, payloads, c, 10_000, a.seconds, f"length 30, concurrency {c}"))
-            results.append(r)
-            print(json.dumps(r.row(), ensure_ascii=False), flush=True)
+        asyncio.run(run_load(url, texts_30[:8], 2, 16, 20))  # warm-up
+        results = run_phases(url, [([{"text": t} for t in texts_of_length(n, a.requests)], 1, a.requests, 120,
+                                    f"length {n}, one at a time") for n in a.lengths]
+                             + [(texts_30, c, 10_000, a.seconds, f"length 30, concurrency {c}")
+                                for c in (1, a.concurrency)])
     finally:
         proc.terminate()
         proc.wait(10)
-    lines = ["| run | requests | p50 ms | p99 ms | throughput rps |", "|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.requests} | {r.percentile(50) * 1000:.0f} | {r.percentile(99) * 1000:.0f} | "
-              f"{r.throughput:.2f} |" for r in results]
-    one, many = results[-2], results[-1]
-    print("\n".join(lines))
-    print(f"throughput ratio, {a.concurrency} concurrent clients / one at a time: "
-          f"{many.throughput / max(one.throughput, 1e-9):.2f}x")
+    print_concurrency_report(results, a.concurrency)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"runs": [r.row() for r in results]}, indent=1, ensure_ascii=False))

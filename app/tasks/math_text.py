@@ -26,7 +26,6 @@ OPERATORS = "+-*/^"
 @dataclass(frozen=True)
 class Question:
     """A question with its first MAX_SLOTS numbers replaced by slots: `pieces` are characters and slot tokens."""
-    text: str
     pieces: list[str]
     numbers: list[str]  # the number written in slot i, as in the question (e.g. "3(1/2)", "(1/5)", "2.5")
 
@@ -42,7 +41,7 @@ def slot_question(text: str) -> Question:
         numbers.append(m.group())
         at = m.end()
     pieces += list(norm[at:])
-    return Question(text, [p for p in pieces if not p.isspace()], numbers)
+    return Question([p for p in pieces if not p.isspace()], numbers)
 
 
 def number_expression(number: str) -> str:

@@ -21,6 +21,7 @@ from training.extract.data import load_examples, split_of
 from training.extract.evaluate import evaluate_torch, tune_thresholds
 from training.extract.gradient import export_gradient_stage
 from training.extract.model import DGCNNConfig, DGCNNExtractor, ObjectStage, SubjectStage
+from training.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +108,9 @@ def parity(net: DGCNNExtractor, out_dir: Path, vocab: CharVocab, texts: list[str
 
 def plot_history(history: list[dict], path: Path) -> None:
     """Training loss and dev F1 per epoch, for people who would rather look than read."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, loss_ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    loss_ax.plot(epochs, [h["loss"] for h in history], color="tab:blue", label="training loss")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("training loss", color="tab:blue")
-    f1_ax = loss_ax.twinx()
-    f1_ax.plot(epochs, [h.get("f1", float("nan")) for h in history], color="tab:red", label="dev F1")
-    f1_ax.set_ylabel("dev F1 (better of EMA and raw weights)", color="tab:red")
-    f1_ax.set_ylim(0, 1)
-    fig.suptitle("DGCNN extractor: training loss and dev F1")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_curve(path, [h["epoch"] for h in history], [h["loss"] for h in history],
+               [h.get("f1", float("nan")) for h in history], "epoch", "training loss",
+               "dev F1 (better of EMA and raw weights)", "DGCNN extractor: training loss and dev F1", (0, 1))
 
 
 def export(run: Path, models: Path, name: str, data: list[Path], command: str = "") -> Path:

@@ -19,6 +19,7 @@ from app.text import CharVocab
 from training.math.cache import CachedEncoder, CachedStep
 from training.math.model import hidden_states
 from training.paths import shown
+from training.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +142,9 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
 
 def plot_history(history: list[dict], path: Path) -> None:
     """Training loss and greedy dev accuracy against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, loss_ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    loss_ax.plot(steps, [h["train_loss"] for h in history], color="tab:blue")
-    loss_ax.set_xlabel("step")
-    loss_ax.set_ylabel("training loss (expression tokens)", color="tab:blue")
-    acc_ax = loss_ax.twinx()
-    acc_ax.plot(steps, [h["dev_accuracy"] for h in history], color="tab:red")
-    acc_ax.set_ylabel("greedy accuracy, Ape210K dev sample", color="tab:red")
-    fig.suptitle("math solver: UniLM fine-tuning of the project's BERT")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_curve(path, [h["step"] for h in history], [h["train_loss"] for h in history],
+               [h["dev_accuracy"] for h in history], "step", "training loss (expression tokens)",
+               "greedy accuracy, Ape210K dev sample", "math solver: UniLM fine-tuning of the project's BERT")
 
 
 def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int, command: str) -> Path:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from app.text import CharVocab
 from training.math.data import APE_VALID, MATH23K, Problem, load, training_set
 from training.math.model import from_pretrained, from_scratch, hidden_states, math_vocab
+from training.optim import adamw, warmup_linear
 from training.paths import RUNS
 
 log = logging.getLogger(__name__)
@@ -147,12 +148,6 @@ def accuracy(problems: list[Problem], outputs: list[list[str]]) -> dict:
     return {"accuracy": correct / len(problems), "valid": valid / len(problems), "n": len(problems)}
 
 
-def lr_at(progress: float, cfg: MathConfig) -> float:
-    if progress < cfg.warmup:
-        return cfg.lr * progress / cfg.warmup
-    return cfg.lr * max(0.0, 1 - progress) / (1 - cfg.warmup)
-
-
 def build(cfg: MathConfig):
     if cfg.init:
         return from_pretrained(Path(cfg.init), cfg.max_positions)
@@ -173,10 +168,7 @@ def train(cfg: MathConfig) -> Path:
     pairs = [e for p in training_set([Path(cfg.data)]) if (e := encode(p, vocab, cfg))]
     dev = [p for p in load(cfg.dev_data, split="dev") if p.target is not None][:cfg.eval_problems]
     log.info("%d training pairs, %d dev problems", len(pairs), len(dev))
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     steps_per_epoch = -(-len(pairs) // cfg.batch_size)
     total = int(cfg.epochs * steps_per_epoch)
     step, elapsed, history, best = 0, 0.0, [], -1.0
@@ -209,7 +201,7 @@ def train(cfg: MathConfig) -> Path:
             if progress() >= 1:
                 break
             for group in opt.param_groups:
-                group["lr"] = lr_at(progress(), cfg)
+                group["lr"] = warmup_linear(progress(), cfg.lr, cfg.warmup)
             ids, types, where, labels = collate(batch, vocab.pad_id)
             logits = model.cls(hidden_states(model, ids, types, vocab.pad_id)[where])
             loss = F.cross_entropy(logits, labels)

@@ -18,6 +18,7 @@ from torch import nn
 
 from app.text import CharVocab
 from training.paths import shown
+from training.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
@@ -115,23 +116,9 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
 
 def plot_history(history: list[dict], path: Path) -> None:
     """Training loss and held-out masked-token accuracy against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, loss_ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    loss_ax.plot(steps, [h["train_loss"] for h in history], color="tab:blue")
-    loss_ax.set_xlabel("step")
-    loss_ax.set_ylabel("training loss (masked positions)", color="tab:blue")
-    acc_ax = loss_ax.twinx()
-    acc_ax.plot(steps, [h["masked_accuracy"] for h in history], color="tab:red")
-    acc_ax.set_ylabel("held-out masked-token accuracy", color="tab:red")
-    fig.suptitle("project BERT masked-LM pretraining")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_curve(path, [h["step"] for h in history], [h["train_loss"] for h in history],
+               [h["masked_accuracy"] for h in history], "step", "training loss (masked positions)",
+               "held-out masked-token accuracy", "project BERT masked-LM pretraining")
 
 
 def export(run: Path | None, hf_model: Path | None, models: Path, name: str, layer: int | None,

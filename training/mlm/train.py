@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from app.text import CharVocab
+from training.optim import adamw, warmup_linear
 from training.paths import RUNS
 
 log = logging.getLogger(__name__)
@@ -115,12 +116,6 @@ def heldout_accuracy(model, stream: np.ndarray, vocab: CharVocab, cfg: MLMConfig
     return {"masked_accuracy": correct / total, "masked_loss": loss_sum / total, "masked_tokens": total}
 
 
-def lr_at(progress: float, cfg: MLMConfig) -> float:
-    if progress < cfg.warmup:
-        return cfg.lr * progress / cfg.warmup
-    return cfg.lr * max(0.0, 1 - progress) / (1 - cfg.warmup)
-
-
 def train(cfg: MLMConfig) -> Path:
     from transformers import BertForMaskedLM
 
@@ -135,10 +130,7 @@ def train(cfg: MLMConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = BertForMaskedLM(bert_config(cfg, vocab))
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     step, elapsed, history = 0, 0.0, []
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", weights_only=False)
@@ -167,7 +159,7 @@ def train(cfg: MLMConfig) -> Path:
     while progress() < 1:
         length = cfg.short_seq_len if progress() < cfg.short_fraction else cfg.seq_len
         for group in opt.param_groups:
-            group["lr"] = lr_at(progress(), cfg)
+            group["lr"] = warmup_linear(progress(), cfg.lr, cfg.warmup)
         ids = windows(train_stream, rng.integers(0, len(train_stream) - length, cfg.batch_size), length, vocab)
         loss, _ = masked_loss(model, *mask_tokens(ids, vocab, cfg.mask_prob, gen))
         loss.backward()
