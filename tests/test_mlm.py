@@ -25,14 +25,17 @@ from training.serving import served_task
 
 @pytest.fixture(scope="module")
 def tiny_mlm(tiny_mlm_run, tmp_path_factory):
-    """The session's tiny BERT, exported for /segment and /parse."""
+    """The session's tiny BERT with n-gram statistics of its own pretraining stream, exported for /segment and
+    /parse."""
+    from training.mlm import ngrams
     from training.mlm.export import load_mlm, write_model
 
     run = tiny_mlm_run
     models = tmp_path_factory.mktemp("mlm_models")
+    stats = ngrams.main(run / "train.npy", run / "vocab.txt", models.parent / "ngrams.npz", min_count=1)
     model, vocab = load_mlm(run)
     write_model(model, vocab, models, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",
-                quality={}, training={"command": "tests"})
+                quality={}, training={"command": "tests"}, ngrams=stats)
     return run, models
 
 
@@ -156,10 +159,11 @@ def test_segment_and_parse_reject_bad_input(client):
         assert r.status_code == 422 and "error" in r.json(), (path, body, r.text)
 
 
-def test_export_a_hugging_face_checkpoint(tmp_path):
+def test_export_a_hugging_face_checkpoint(tmp_path, tiny_mlm_run):
     from transformers import BertConfig, BertForMaskedLM
 
     from app.cli import main
+    from training.mlm import ngrams
 
     hf = tmp_path / "hf"
     specials = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 5)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -168,10 +172,13 @@ def test_export_a_hugging_face_checkpoint(tmp_path):
                                intermediate_size=32, max_position_embeddings=64)).save_pretrained(hf)
     (hf / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     models = tmp_path / "models"
+    other_vocab = tmp_path / "ngrams.npz"  # statistics counted with the project's vocabulary, not this one
+    ngrams.main(tiny_mlm_run / "train.npy", tiny_mlm_run / "vocab.txt", other_vocab, min_count=1)
     main(["export", "mlm", "--hf-model", str(hf), "--models", str(models), "--layer", "1", "--threshold", "0.1",
-          "--orientation", "head_moves_dependent", "--segment-eval", "--parse-eval"])
+          "--orientation", "head_moves_dependent", "--segment-eval", "--parse-eval", "--ngrams", str(other_vocab)])
     config = json.loads((models / "mlm" / "model.json").read_text())
     assert config["task"] == "mlm" and config["architecture"]["probe_layer"] == 1
+    assert "ngrams" not in config["segment"] and not (models / "mlm" / "1" / "ngrams.npz").exists()
     assert config["quality"]["onnx_parity_max_abs_diff"] < 1e-4
     with TestClient(create_app(Settings(models=models))) as c:
         assert wait_ready(c)["models"]["mlm"] == "ready"
@@ -190,3 +197,44 @@ def test_boundary_features_compare_two_reads_of_the_same_masked_character():
     assert x[0, 4] == 0 and x[0, 5] == 1  # no left neighbour, has a right one
     assert x[1, 3] == pytest.approx(np.log(0.5) - np.log(4.0))  # masking 1 moves 2 less than it moves 0
     assert x[1, 1] == pytest.approx((np.log(1.0) + np.log(0.5)) / 2)
+
+
+def test_gap_features_read_the_neighbouring_gaps():
+    from app.tasks.segmentation import FEATURES, feature_names, gap_features
+
+    f = np.array([[0, 4.0, 0, 1], [1.0, 0, 1.0, 2], [0, 0.5, 0, 3], [1, 1, 1, 0]])
+    extra = np.arange(3 * 13, dtype=float).reshape(3, 13)
+    x = gap_features(f, extra)
+    own = len(FEATURES) + 13
+    assert x.shape == (3, len(feature_names(True))) == (3, own + 2 * (own - 1))
+    assert np.array_equal(x[1, own:2 * own - 1], x[0, 1:own])  # gap 1's "previous" block is gap 0's own
+    assert np.array_equal(x[1, 2 * own - 1:], x[2, 1:own])  # and its "next" block is gap 2's own
+    assert not x[0, own:2 * own - 1].any() and not x[2, 2 * own - 1:].any()  # zero past the clause's edges
+    assert gap_features(np.zeros((1, 1))).shape == (0, len(feature_names(False)))  # one character, no gap
+
+
+def test_ngram_statistics_on_a_hand_made_stream(tmp_path):
+    from app.tasks.ngrams import FEATURES, NgramStats
+    from app.text import CharVocab
+    from app.text.vocab import SPECIAL_TOKENS
+    from training.mlm import ngrams
+
+    vocab = CharVocab(list(SPECIAL_TOKENS) + list("abcd"))
+    a, b, c, d = (vocab.index[ch] for ch in "abcd")
+    stream = np.array([a, b, a, c, a, b, a, d], dtype=np.uint16)
+    arrays = ngrams.build(stream, vocab, min_count=1)
+    stats = NgramStats(arrays)
+    x = stats.features(np.array([a, b, a, c]))
+    assert x.shape == (3, len(FEATURES))
+    # after "a" come b, c, b, d: entropy of (1/2, 1/4, 1/4); before "a" come b, c, b: (2/3, 1/3)
+    right_a = -(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25))
+    left_a = -(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3))
+    assert x[0, FEATURES.index("right_entropy_1")] == pytest.approx(right_a)  # the 1-gram "a" before gap 0
+    assert x[1, FEATURES.index("left_entropy_1")] == pytest.approx(left_a)  # the 1-gram "a" after gap 1
+    # "ab" seen twice in 8 ids, a 4 times, b twice: PMI = log((2 + 0.5) * 8 / ((4 + 1) * (2 + 1)))
+    assert x[0, FEATURES.index("pmi")] == pytest.approx(np.log(2.5 * 8 / 15))
+    # the 2-gram ending at gap 0 would start before the clause: unknown, read as the mean
+    assert x[0, FEATURES.index("right_known_2")] == 0 and x[1, FEATURES.index("right_known_2")] == 1
+    assert x[0, FEATURES.index("right_entropy_2")] == pytest.approx(float(arrays["right_mean_2"]))
+    rare = NgramStats(ngrams.build(stream, vocab, min_count=3)).features(np.array([a, b, a, c]))
+    assert rare[1, FEATURES.index("right_known_1")] == 0  # "b" is followed only twice: left out

@@ -73,3 +73,31 @@ def test_shipped_math_model_records_its_quality():
         quality = config["quality"][split]
         assert 0 < quality["accuracy"] <= 1 and quality["n"] > 0 and "--split" in quality["command"]
     assert config["training"]["data"] and config["quality"]["onnx_parity_max_abs_diff"] < 1e-3
+
+
+SEGMENTED = [  # written for this test, segmented by hand in the PKU style
+    "我们 明天 去 北京 参观 故宫 博物院 。",
+    "今年 春天 ， 这座 城市 的 经济 发展 速度 明显 加快 。",
+    "研究 人员 发现 ， 适量 运动 有助于 提高 睡眠 质量 。",
+]
+
+
+def test_shipped_segmenter_splits_sentences_written_for_the_test(client):
+    from app.tasks.segmentation import score_segmentation
+
+    assert wait_ready(client)["models"]["mlm"] == "ready"
+    gold = [line.split() for line in SEGMENTED]
+    predicted = []
+    for words in gold:
+        r = client.post("/segment", json={"text": "".join(words)})
+        assert r.status_code == 200
+        predicted.append(r.json()["words"])
+    # 0.86 when this test was written (every character a word: 0.16); 博物院, 人员 and 有助于 were split
+    assert score_segmentation(gold, predicted)["f1"] >= 0.75, predicted
+
+
+def test_shipped_segmenter_records_its_quality():
+    config = json.loads((MODELS / "mlm" / "model.json").read_text())
+    segment = config["quality"]["segment"]
+    assert segment["n"] > 0 and 0 < segment["f1"] <= 1 and "pku_test_gold" in segment["command"]
+    assert config["segment"]["ngrams"] == "ngrams.npz" and (MODELS / "mlm" / "1" / "ngrams.npz").exists()

@@ -23,6 +23,20 @@ def train_main(task: str, argv: list[str]) -> None:
 
         texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if split_of(r["text"]) == "train"]
         main(Path(a.out), texts, max_chars=a.max_chars)
+    elif task == "ngrams":
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        p = argparse.ArgumentParser(prog="zhserve train ngrams",
+                                    description="corpus n-gram statistics for /segment")
+        p.add_argument("--stream", default=str(RUNS / "mlm" / "train.npy"), help="written by zhserve train mlm")
+        p.add_argument("--vocab", default=str(RUNS / "mlm" / "vocab.txt"))
+        p.add_argument("--out", default=str(RUNS / "ngrams" / "ngrams.npz"))
+        p.add_argument("--min-count", type=int, default=5, help="rarer contexts are left out")
+        a = p.parse_args(argv)
+        from training.mlm.ngrams import main
+
+        main(Path(a.stream), Path(a.vocab), Path(a.out), a.min_count)
     elif task == "extract":
         from training.extract.train import RECIPES, TrainConfig, train
 
@@ -30,6 +44,7 @@ def train_main(task: str, argv: list[str]) -> None:
         p.add_argument("--data", nargs="+", default=DUIE_FILES)
         p.add_argument("--schema", default=str(DUIE / "schema.json"))
         p.add_argument("--out", default=str(RUNS / "extract"))
+        p.add_argument("--extra-train", nargs="*", default=[], help="JSON lines used for training only (e.g. SKE 2019)")
         train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
     elif task == "mlm":
         import logging
@@ -49,7 +64,7 @@ def train_main(task: str, argv: list[str]) -> None:
                                     description="fine-tune the project's BERT as a UniLM seq2seq math solver")
         train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
     else:
-        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, extract, mlm, math)")
+        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, ngrams, extract, mlm, math)")
 
 
 def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
@@ -116,6 +131,8 @@ def _export_mlm(argv: list[str]) -> None:
                    help="training word list for OOV recall")
     p.add_argument("--parse-eval", nargs="*", default=[str(SEG / "ud_zh_gsdsimp" / "dev.conllu")])
     p.add_argument("--parse-limit", type=int, default=0)
+    p.add_argument("--ngrams", default=str(RUNS / "ngrams" / "ngrams.npz"),
+                   help="corpus n-gram statistics for segmentation (zhserve train ngrams); skipped if absent")
     p.add_argument("--command", default="", help="training command to record in model.json")
     a = p.parse_args(argv)
     from training.mlm.export import export
@@ -123,7 +140,7 @@ def _export_mlm(argv: list[str]) -> None:
     export(None if a.hf_model else Path(a.run), Path(a.hf_model) if a.hf_model else None, Path(a.models), a.name,
            a.layer, a.threshold, a.orientation, [Path(d) for d in a.segment_eval],
            [Path(d) for d in a.parse_eval], a.segment_limit, a.parse_limit, Path(a.words) if a.words else None,
-           Path(a.tune_data), a.command, a.tune_limit)
+           Path(a.tune_data), a.command, a.tune_limit, Path(a.ngrams) if a.ngrams else None)
 
 
 def _export_math(argv: list[str]) -> None:

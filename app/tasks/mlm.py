@@ -13,8 +13,9 @@ import numpy as np
 
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
+from app.tasks.ngrams import NgramStats, vocab_digest
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import MUTUAL_ONLY, clauses, join_scores, words_from_scores
+from app.tasks.segmentation import clauses, feature_names, gap_features, words_from_scores
 from app.tasks.trees import eisner, mart
 from app.text import CharVocab
 
@@ -50,8 +51,17 @@ class PerturbedMaskingTask:
         self.vocab = CharVocab.load(model.directory / config["vocab"])
         self.max_length = int(config["max_length"])  # characters per /segment text
         self.clause_length = int(config["max_clause_length"])  # characters per probed clause
-        self.threshold = float(config["segment"]["threshold"])
-        self.weights = config["segment"].get("weights", MUTUAL_ONLY)
+        segment = config["segment"]
+        self.threshold = float(segment["threshold"])
+        self.ngrams = None
+        if segment.get("ngrams"):
+            self.ngrams = NgramStats.load(model.directory / segment["ngrams"])
+            if self.ngrams.digest != vocab_digest(self.vocab.tokens):
+                raise ValueError("segment.ngrams: counted with another vocabulary than this model's")
+        self.weights = np.asarray(segment["weights"], dtype=np.float64)
+        if len(self.weights) != len(feature_names(self.ngrams is not None)):
+            raise ValueError(f"segment.weights: {len(self.weights)} values for "
+                                   f"{len(feature_names(self.ngrams is not None))} features")
         parse = config["parse"]
         self.parse_max_length = int(parse["max_length"])
         self.orientation = parse.get("orientation", "head_moves_dependent")
@@ -72,12 +82,15 @@ class PerturbedMaskingTask:
         if len(text) > limit:
             raise InvalidInput(f"{field}: {len(text)} characters, over the limit of {limit}")
 
+    def gap_features(self, matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return gap_features(matrix, None if self.ngrams is None else self.ngrams.features(ids))
+
     async def segment(self, text: str, deadline: float) -> list[str]:
         self._check(text, "text", self.max_length)
         ids = self.vocab.encode(text)
         runs = clauses(text, self.clause_length)
         matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline) for s, e in runs))
-        scores = [join_scores(m, self.weights) for m in matrices]
+        scores = [self.gap_features(m, ids[s:e]) @ self.weights for m, (s, e) in zip(matrices, runs, strict=True)]
         return words_from_scores(text, runs, scores, self.threshold)
 
     async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:

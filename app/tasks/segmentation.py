@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from app.tasks.ngrams import FEATURES as NGRAM_FEATURES
 from app.text import normalize
 
 
@@ -32,7 +33,6 @@ def clauses(text: str, max_length: int) -> list[tuple[int, int]]:
 
 
 FEATURES = ("bias", "mutual", "right_binds_left", "left_binds_right", "has_left", "has_right")
-MUTUAL_ONLY = (0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def boundary_features(matrix: np.ndarray) -> np.ndarray:
@@ -52,9 +52,26 @@ def boundary_features(matrix: np.ndarray) -> np.ndarray:
     return np.stack([np.ones(n - 1), mutual, right, left, has_left, has_right], axis=1)
 
 
-def join_scores(matrix: np.ndarray, weights=MUTUAL_ONLY) -> np.ndarray:
-    """(n-1,) linear score of joining each pair of neighbours (higher: same word)."""
-    return boundary_features(matrix) @ np.asarray(weights, dtype=np.float64)
+def feature_names(ngrams: bool) -> list[str]:
+    """Names of gap_features' columns: the gap's own features, then those of the gaps before and after it."""
+    own = list(FEATURES) + (list(NGRAM_FEATURES) if ngrams else [])
+    return own + [f"{name}@previous" for name in own[1:]] + [f"{name}@next" for name in own[1:]]
+
+
+def gap_features(matrix: np.ndarray, ngram_features: np.ndarray | None = None) -> np.ndarray:
+    """(n-1, len(feature_names)) per gap between neighbours: the impact features, the corpus n-gram
+    features when given, and the same (bias left out) of the neighbouring gaps, zero past the clause's
+    edges: a linear rule then sees whether a gap sits inside a tight run of characters."""
+    own = boundary_features(matrix)
+    if ngram_features is not None:
+        own = np.concatenate([own, ngram_features], axis=1)
+    padded = np.pad(own[:, 1:], ((1, 1), (0, 0)))
+    return np.concatenate([own, padded[:-2], padded[2:]], axis=1)
+
+
+def mutual_only(ngrams: bool) -> np.ndarray:
+    """The plain rule of the paper: join when the mutual impact is high."""
+    return np.array([name == "mutual" for name in feature_names(ngrams)], dtype=np.float64)
 
 
 def _ascii_alnum(c: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,3 +78,50 @@ def split_of(text: str) -> str:
     """A stable split by text hash: 80% train, 8% dev (thresholds, checkpoints), 12% test (report)."""
     bucket = int(hashlib.md5(text.encode("utf-8")).hexdigest()[:8], 16) % 100
     return "train" if bucket < 80 else "dev" if bucket < 88 else "test"
+
+
+# An abbreviation is derived from its full name: swapping either side would teach a false pair.
+TIED_PREDICATES = {"简称"}
+
+
+def entity_roles(example: Example, schema: Schema) -> dict[str, str]:
+    """Entity string -> its first role ("predicate/subject" or "predicate/slot") in the example's triples;
+    entities of tied predicates map to ""."""
+    roles: dict[str, str] = {}
+    for subject, predicate, obj in example.triples:
+        if predicate not in schema.predicates:
+            continue
+        tied = predicate in TIED_PREDICATES
+        roles[subject] = "" if tied else roles.get(subject, f"{predicate}/subject")
+        for slot, value in obj.items():
+            roles[value] = "" if tied else roles.get(value, f"{predicate}/{slot}")
+    return roles
+
+
+def entity_pools(examples: list[Example], schema: Schema) -> dict[str, list[str]]:
+    """Role -> the distinct entity strings seen in that role in `examples`."""
+    pools: dict[str, set[str]] = {}
+    for e in examples:
+        for entity, role in entity_roles(e, schema).items():
+            pools.setdefault(role, set()).add(entity)
+    return {role: sorted(names) for role, names in pools.items() if role}
+
+
+def swap_entities(example: Example, pools: dict[str, list[str]], schema: Schema, rng: random.Random,
+                  share: float = 0.5) -> Example:
+    """A copy of the example with about `share` of its entities replaced, everywhere in the text and triples,
+    by other entities seen in the same role: the model sees new names in known contexts (small-data
+    augmentation). Entities that contain, or sit inside, another entity are kept, so no span breaks."""
+    roles = entity_roles(example, schema)
+    free = [a for a, r in roles.items() if a and r in pools and not any(a != b and (a in b or b in a) for b in roles)]
+    swap = {a: rng.choice(pools[roles[a]]) for a in free if rng.random() < share}
+    swap = {a: b for a, b in swap.items() if b != a and not any(b in c or c in b for c in roles)}
+    if not swap:
+        return example
+    pattern = re.compile("|".join(re.escape(a) for a in sorted(swap, key=len, reverse=True)))
+    triples = [(swap.get(s, s), p, {slot: swap.get(v, v) for slot, v in obj.items()})
+               for s, p, obj in example.triples]
+    out = Example(pattern.sub(lambda m: swap[m.group(0)], example.text), triples)
+    if attach_spans(out, schema) > attach_spans(Example(example.text, example.triples), schema):
+        return example  # a replacement broke another triple's text: keep the original
+    return out

@@ -8,7 +8,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from app.tasks.extract_decode import Thresholds
 from app.tasks.extract_schema import Schema
 from app.text import CharVocab
-from training.extract.data import Example, load_examples, split_of
+from training.extract.data import Example, entity_pools, load_examples, split_of, swap_entities
 from training.extract.evaluate import evaluate_torch
 from training.extract.model import DGCNNConfig, DGCNNExtractor
 from training.paths import RUNS
@@ -45,6 +45,11 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0  # torch threads (0: torch's default)
     limit: int = 0  # use only the first N training examples (tests)
+    # Files used for training only (e.g. SKE 2019 for the predicates it shares); their texts that are in the
+    # main data's dev or test split are dropped.
+    extra_train: list[str] = field(default_factory=list)
+    augment: float = 0.0  # share of each epoch's sentences seen with their entities swapped for same-type ones
+    init: str = ""  # start from this best.pt (same architecture) instead of random weights
 
 
 # Presets for `zhserve train extract --recipe NAME` (explicit flags still win).
@@ -125,6 +130,11 @@ def train(cfg: TrainConfig) -> Path:
     examples = load_examples([Path(p) for p in cfg.data], schema)
     train_set = [e for e in examples if split_of(e.text) == "train"]
     dev_set = [e for e in examples if split_of(e.text) == "dev"]
+    if cfg.extra_train:
+        held_out = {e.text for e in examples if split_of(e.text) != "train"}
+        extra = [e for e in load_examples([Path(p) for p in cfg.extra_train], schema) if e.text not in held_out]
+        log.info("extra training sentences: %d", len(extra))
+        train_set += extra
     if cfg.limit:
         train_set, dev_set = train_set[: cfg.limit], dev_set[: max(8, cfg.limit // 8)]
 
@@ -144,7 +154,10 @@ def train(cfg: TrainConfig) -> Path:
     net = DGCNNExtractor(config)
     if vectors is not None:
         net.pretrained.weight.data.copy_(torch.from_numpy(vectors / vectors[5:].std()))
+    if cfg.init:
+        net.load_state_dict(torch.load(cfg.init, weights_only=False)["state_dict"])
     ema = copy.deepcopy(net).eval()
+    pools = entity_pools(train_set, schema)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     state = {"epoch": 0, "best_f1": -1.0, "history": []}
 
@@ -167,7 +180,8 @@ def train(cfg: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, state["epoch"])
         total, steps = 0.0, 0
-        bar = tqdm(batches(train_set, cfg.batch_size, rng), desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}",
+        epoch_set = [swap_entities(e, pools, schema, rng) if rng.random() < cfg.augment else e for e in train_set]
+        bar = tqdm(batches(epoch_set, cfg.batch_size, rng), desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}",
                    leave=False, mininterval=5)
         for chunk in bar:
             loss = loss_fn(net, tensors(chunk, vocab, config.num_labels, cfg.max_len, rng))

@@ -73,8 +73,8 @@ def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
 
 def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
                 orientation: str, quality: dict, training: dict, weights=None,
-                root_rule: str = "most_affected", center: bool = False) -> Path:
-    from app.tasks.segmentation import FEATURES, MUTUAL_ONLY
+                root_rule: str = "most_affected", center: bool = False, ngrams: Path | None = None) -> Path:
+    from app.tasks.segmentation import feature_names, mutual_only
 
     model_dir = models / name
     out = model_dir / "1"
@@ -82,6 +82,8 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
     out.mkdir(parents=True)
     parity = export_encoder(model, vocab, layer, out / "encoder.onnx")
     vocab.save(out / "vocab.txt")
+    if ngrams is not None:
+        shutil.copyfile(ngrams, out / "ngrams.npz")
     hidden = model.config.hidden_size
     limit = model.config.max_position_embeddings - 2
     config = {
@@ -94,8 +96,11 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
         "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
                          "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
                          "max_position_embeddings": model.config.max_position_embeddings, "probe_layer": layer},
-        "segment": {"threshold": threshold, "weights": list(weights or MUTUAL_ONLY), "features": FEATURES,
-                    "rule": "join neighbours i, i+1 when weights . boundary_features(i) > threshold "
+        "segment": {"threshold": threshold,
+                    "weights": list(mutual_only(ngrams is not None) if weights is None else weights),
+                    "features": feature_names(ngrams is not None),
+                    **({"ngrams": "ngrams.npz"} if ngrams is not None else {}),
+                    "rule": "join neighbours i, i+1 when weights . gap_features(i) > threshold "
                             "(app/tasks/segmentation.py)"},
         "parse": {"max_length": min(limit, 40), "orientation": orientation, "root": root_rule,
                   "center": center},
@@ -124,20 +129,28 @@ def plot_history(history: list[dict], path: Path) -> None:
 def export(run: Path | None, hf_model: Path | None, models: Path, name: str, layer: int | None,
            threshold: float | None, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
            seg_limit: int, parse_limit: int, words_file: Path | None, tune_data: Path, command: str,
-           tune_limit: int = 0) -> Path:
-    """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json."""
+           tune_limit: int = 0, ngrams: Path | None = None) -> Path:
+    """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json.
+    `ngrams`: corpus statistics (zhserve train ngrams) for the segmentation rule, if counted with this vocabulary."""
+    from app.tasks.ngrams import NgramStats, vocab_digest
     from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
     from training.mlm.probe import tune_parsing, tune_segmentation
 
     model, vocab = load_mlm(hf_model or run)
+    stats = NgramStats.load(ngrams) if ngrams is not None and ngrams.exists() else None
+    if stats is not None and stats.digest != vocab_digest(vocab.tokens):
+        log.warning("%s was counted with another vocabulary: segmentation reads impacts only", ngrams)
+        stats = None
     tune_sentences = read_conllu(tune_data)
     tuning: dict = {}
     weights = None
     if layer is None or threshold is None:
         sentences = tune_sentences[: tune_limit or None]
-        seg = tune_segmentation(model, vocab, [s.words for s in sentences])
+        seg = tune_segmentation(model, vocab, [s.words for s in sentences], stats)
         layer, threshold, weights = seg["best"]["layer"], seg["best"]["threshold"], seg["best"]["weights"]
-        tuning["segmentation"] = {"data": shown(tune_data), "n": len(sentences), **seg["best"]}
+        tuning["segmentation"] = {"data": shown(tune_data), "n": len(sentences),
+                                  **{k: v for k, v in seg["best"].items() if k != "weights"},
+                                  "rules_best_threshold": seg["table"]}
     root_rule, center = "most_affected", False
     if orientation is None:
         sentences = [s for s in tune_sentences if len(s.text) <= 40]
@@ -159,7 +172,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
                      "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
     model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, weights,
-                            root_rule, center)
+                            root_rule, center, ngrams if stats is not None else None)
     if run and (run / "history.json").exists():
         plot_history(json.loads((run / "history.json").read_text()), model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())

@@ -12,8 +12,17 @@ import torch
 from tqdm import tqdm
 
 from app.tasks.mlm import ROOT_RULES, dependency_scores
+from app.tasks.ngrams import NgramStats
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import MUTUAL_ONLY, boundary_features, clauses, score_segmentation, words_from_scores
+from app.tasks.segmentation import (
+    FEATURES,
+    clauses,
+    feature_names,
+    gap_features,
+    mutual_only,
+    score_segmentation,
+    words_from_scores,
+)
 from app.tasks.trees import eisner, uas
 from app.text import CharVocab
 
@@ -34,17 +43,26 @@ def layer_impacts(model, vocab: CharVocab, ids: np.ndarray, pairs, batch: int = 
     return [impact_matrix(len(ids), impacts(keys, hidden)) for hidden in per_layer]
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
-    """Weights of a logistic regression (bias in the features), by L-BFGS on the mean log-loss."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-4) -> np.ndarray:
+    """Weights of a logistic regression (column 0 the bias) by L-BFGS on the mean log-loss. The features are
+    standardised while fitting, so one penalty suits them all; the weights returned apply to raw features."""
     from scipy.optimize import minimize
 
-    def loss(w):
-        z = x @ w
-        p = 1 / (1 + np.exp(-z))
-        value = np.mean(np.logaddexp(0, z) - y * z) + l2 * w @ w
-        return value, x.T @ (p - y) / len(y) + 2 * l2 * w
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    mean[0], scale[0] = 0.0, 1.0
+    z = (x - mean) / scale
+    penalised = np.r_[0.0, np.ones(x.shape[1] - 1)]
 
-    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
+    def loss(w):
+        logits = z @ w
+        p = 1 / (1 + np.exp(-np.clip(logits, -30, 30)))
+        value = np.mean(np.logaddexp(0, logits) - y * logits) + l2 * (penalised * w) @ w
+        return value, z.T @ (p - y) / len(y) + 2 * l2 * penalised * w
+
+    v = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 3000}).x
+    weights = v / scale
+    weights[0] = v[0] - (v[1:] * mean[1:] / scale[1:]).sum()
+    return weights
 
 
 def gold_joins(words: list[str], start: int, end: int) -> np.ndarray:
@@ -57,25 +75,38 @@ def gold_joins(words: list[str], start: int, end: int) -> np.ndarray:
     return same[start:end - 1].astype(np.float64)
 
 
-def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], clause_length: int = 64) -> dict:
-    """Per layer: the mutual-impact rule, and a logistic rule over boundary_features fitted to the gold
-    joins; each with the threshold of best F1. Returns the best (layer, weights, threshold)."""
+def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], ngrams: NgramStats | None = None,
+                      clause_length: int = 64) -> dict:
+    """Per layer, rules over gap_features, each with the threshold of best F1: the paper's mutual impact,
+    and logistic rules fitted to the gold joins on the impact features alone, on the n-gram features alone
+    (when given), and on both. Returns the best (layer, weights, threshold) of the rules that read impacts."""
     texts = ["".join(words) for words in sentences]
     layers = model.config.num_hidden_layers + 1
+    names = feature_names(ngrams is not None)
     features: list[list[list[np.ndarray]]] = [[] for _ in range(layers)]  # layer -> sentence -> run features
     runs_of, labels = [], []
     for words, text in tqdm(list(zip(sentences, texts, strict=True)), desc="probe segmentation", unit="sent"):
         ids, runs = vocab.encode(text), clauses(text, clause_length)
         runs_of.append(runs)
         labels += [gold_joins(words, s, e) for s, e in runs]
-        per_run = [layer_impacts(model, vocab, ids[s:e], adjacent_pairs(e - s)) for s, e in runs]
+        per_run = [(layer_impacts(model, vocab, ids[s:e], adjacent_pairs(e - s)),
+                    None if ngrams is None else ngrams.features(ids[s:e])) for s, e in runs]
         for layer in range(layers):
-            features[layer].append([boundary_features(m[layer]) for m in per_run])
+            features[layer].append([gap_features(m[layer], extra) for m, extra in per_run])
     y = np.concatenate(labels)
+    impact_columns = np.array([name.split("@")[0] in FEATURES for name in names])
+    subsets = {"logistic": np.ones(len(names), bool), "impacts_only": impact_columns}
+    if ngrams is not None:
+        subsets["ngrams_only"] = ~impact_columns
+        subsets["ngrams_only"][0] = True  # the bias
     table = []
     for layer in range(1, layers):
         x = np.concatenate([f for sent in features[layer] for f in sent])
-        for rule, weights in (("mutual", np.array(MUTUAL_ONLY)), ("logistic", fit_logistic(x, y))):
+        rules = {"mutual": mutual_only(ngrams is not None)}
+        rules |= {rule: np.where(keep, fit_logistic(np.where(keep, x, 0.0), y), 0.0) for rule, keep in subsets.items()}
+        for rule, weights in rules.items():
+            if rule == "ngrams_only" and layer > 1:
+                continue  # the same at every layer
             scores = [[f @ weights for f in sent] for sent in features[layer]]
             for threshold in np.quantile(x @ weights, np.linspace(0.05, 0.95, 37)):
                 predicted = [words_from_scores(t, r, s, threshold)
@@ -83,9 +114,13 @@ def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], claus
                 f1 = score_segmentation(sentences, predicted)["f1"]
                 table.append({"layer": layer, "rule": rule, "weights": [round(float(w), 5) for w in weights],
                               "threshold": float(threshold), "f1": f1})
-    best = max(table, key=lambda r: r["f1"])
+    best = max((r for r in table if r["rule"] != "ngrams_only"), key=lambda r: r["f1"])
     log.info("segmentation: best %s", best)
-    return {"best": best, "table": [{k: v for k, v in r.items() if k != "weights"} for r in table]}
+    by_rule = {}
+    for r in table:
+        if r["f1"] > by_rule.get((r["layer"], r["rule"]), {"f1": -1})["f1"]:
+            by_rule[r["layer"], r["rule"]] = {k: v for k, v in r.items() if k != "weights"}
+    return {"best": best, "features": names, "table": list(by_rule.values())}
 
 
 def tune_parsing(model, vocab: CharVocab, sentences, orientations=("head_moves_dependent", "dependent_moves_head")):
