@@ -81,3 +81,63 @@ def test_padding_does_not_change_a_texts_scores():
         s2, o2 = net(padded, subject)
     assert (s1 - s2[:, :9]).abs().max() < 1e-5
     assert (o1 - o2[:, :9]).abs().max() < 1e-5
+
+
+def test_entity_swaps_keep_every_triple_placed_and_leave_tied_pairs_alone():
+    import random
+
+    from app.tasks.extract_schema import Schema
+    from training.extract.data import Example, attach_spans, entity_pools, swap_entities
+
+    schema = Schema.from_records([
+        {"predicate": "作者", "subject_type": "图书作品", "object_type": {"@value": "人物"}},
+        {"predicate": "简称", "subject_type": "机构", "object_type": {"@value": "Text"}},
+    ])
+    pool_source = [Example("《长河》的作者是李四", [("长河", "作者", {"@value": "李四"})]),
+                   Example("《远山》是王五写的", [("远山", "作者", {"@value": "王五"})])]
+    pools = entity_pools(pool_source, schema)
+    assert pools == {"作者/subject": ["远山", "长河"], "作者/@value": ["李四", "王五"]}  # no 简称 pool
+    original = Example("《星河》由张三创作，张三还写过别的书；北京大学简称北大",
+                       [("星河", "作者", {"@value": "张三"}), ("北京大学", "简称", {"@value": "北大"})])
+    attach_spans(original, schema)
+    rng, changed = random.Random(0), 0
+    for _ in range(30):
+        swapped = swap_entities(original, pools, schema, rng)
+        if swapped is original:
+            continue
+        changed += 1
+        assert swapped.text.count("张三") in (0, 2)  # a name is replaced everywhere or nowhere
+        assert "北京大学简称北大" in swapped.text and swapped.triples[1] == original.triples[1]
+        subject, _, obj = swapped.triples[0]
+        assert subject in ("星河", "长河", "远山") and obj["@value"] in ("张三", "李四", "王五")
+        assert len(swapped.spans) == 2  # every triple found again in the new text
+        for (start, end), objects in swapped.spans.items():
+            assert swapped.text[start:end + 1] in (subject, "北京大学")
+            assert all(swapped.text[s:e + 1] in (obj["@value"], "北大") for _, (s, e) in objects)
+    assert changed > 10
+
+
+def test_extra_training_files_never_add_a_held_out_sentence(tmp_path):
+    from app.tasks.extract_schema import Schema
+    from training.extract.data import load_examples, split_of
+    from training.extract.train import TrainConfig, extra_examples, train
+
+    rows = [{"text": f"《书{i}》的作者是人{i}号", "spo_list": [
+        {"predicate": "作者", "subject": f"书{i}", "object": f"人{i}号",
+         "subject_type": "图书作品", "object_type": "人物"}]} for i in range(60)]
+    held_out = [r for r in rows if split_of(r["text"]) != "train"]
+    main, extra = tmp_path / "main.json", tmp_path / "extra.json"
+    main.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    extra.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in held_out[:3] + rows[:1]), encoding="utf-8")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"predicate": "作者", "subject_type": "图书作品", "object_type": "人物"},
+                                 ensure_ascii=False), encoding="utf-8")
+    main_examples = load_examples([main], Schema.load(schema))
+    kept = extra_examples([extra], main_examples, Schema.load(schema))
+    assert held_out and [e.text for e in kept] == [r["text"] for r in rows[:1] if split_of(r["text"]) == "train"]
+    out = tmp_path / "run"
+    train(TrainConfig(data=[str(main)], schema=str(schema), out=str(out), extra_train=[str(extra)], hidden=16,
+                      epochs=1, batch_size=8, augment=0.5, threads=1))
+    history = json.loads((out / "history.json").read_text())
+    assert history[0]["epoch"] == 1
+    assert json.loads((out / "train_config.json").read_text())["extra_train"] == [str(extra)]

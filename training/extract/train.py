@@ -119,6 +119,12 @@ def batches(examples: list[Example], batch_size: int, rng: random.Random) -> lis
     return out
 
 
+def extra_examples(paths: list[Path], main: list[Example], schema: Schema) -> list[Example]:
+    """Examples of training-only files, less any sentence of the main data's dev or test split."""
+    held_out = {e.text for e in main if split_of(e.text) != "train"}
+    return [e for e in load_examples(paths, schema) if e.text not in held_out]
+
+
 def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -131,8 +137,7 @@ def train(cfg: TrainConfig) -> Path:
     train_set = [e for e in examples if split_of(e.text) == "train"]
     dev_set = [e for e in examples if split_of(e.text) == "dev"]
     if cfg.extra_train:
-        held_out = {e.text for e in examples if split_of(e.text) != "train"}
-        extra = [e for e in load_examples([Path(p) for p in cfg.extra_train], schema) if e.text not in held_out]
+        extra = extra_examples([Path(p) for p in cfg.extra_train], examples, schema)
         log.info("extra training sentences: %d", len(extra))
         train_set += extra
     if cfg.limit:
