@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,20 @@ def test_eval_math_reports_accuracy(tiny_math):
     result = evaluate_served([unseen], models)
     assert result["task"] == "math" and result["n"] == 24 and result["gold_equation_ceiling"] == 1.0
     assert 0.75 <= result["accuracy"] <= result["valid_expressions"] <= 1.0
+
+
+def test_our_ape210k_shares_are_disjoint_and_only_the_train_share_is_ever_trained_on(monkeypatch):
+    from training.math import data
+
+    shares = {split: {p.id for p in load(data.APE_VALID, split)} for split in ("dev", "train", "test")}
+    total = sum(map(len, shares.values()))
+    assert len(set().union(*shares.values())) == total == len(data.read_jsonl(data.APE_VALID))
+    assert 0.17 < len(shares["dev"]) / total < 0.23 and 0.37 < len(shares["test"]) / total < 0.43
+
+    def fake_load(path, split=None, limit=0):  # one problem per (file, share) asked for
+        return [data.Problem(id=f"{Path(path).name}:{split}", question="", answer="1", target=["1"])]
+
+    monkeypatch.setattr(data, "load", fake_load)
+    asked = [p.id for p in data.training_set([data.MATH23K], ape_copies=2)]
+    assert asked == ["math23k_full.jsonl:None", "valid.ape.json:train", "valid.ape.json:train"]
+    assert [p.id for p in data.training_set([data.MATH23K])] == ["math23k_full.jsonl:None"]

@@ -9,9 +9,9 @@ RUNS = ROOT / "runs"  # scratch space for training (git-ignored)
 
 
 def shown(path) -> str:
-    """A data path as the README names it (../shared/data/...), not as this machine spells it."""
+    """A path as the README names it (../shared/data/..., or relative to the checkout), not as this machine
+    spells it."""
     path = Path(path).resolve()
-    try:
+    if path.is_relative_to(DATA.resolve()):
         return f"../shared/data/{path.relative_to(DATA.resolve())}"
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)

@@ -1,8 +1,9 @@
 """Math word problems -> (question pieces, expression tokens) pairs.
 
-Training: Math23K (all of it: its texts were already in the BERT's pretraining stream). HMWP has no
-single-expression problems (its equations are systems in x), so it does not fit. Ape210K valid is
-never trained on: md5(id) splits it into our dev share (model selection) and test share (reporting).
+Training: Math23K (all of it: its texts were already in the BERT's pretraining stream), and optionally our
+"train" share of Ape210K valid. HMWP has no single-expression problems (its equations are systems in x),
+so it does not fit. md5(id) splits Ape210K valid into our dev share (model selection, a fifth), train
+share (two fifths) and test share (reporting, two fifths; never trained on).
 Samples whose expression does not evaluate to the given answer are dropped.
 """
 
@@ -36,8 +37,10 @@ class Problem:
 
 
 def ape_split(problem_id: str) -> str:
-    """Our split of Ape210K valid: a fifth "dev" (choices made while training), the rest "test"."""
-    return "dev" if int(hashlib.md5(str(problem_id).encode()).hexdigest(), 16) % 5 == 0 else "test"
+    """Our split of Ape210K valid: a fifth "dev" (choices made while training), then "train" and "test"
+    halves of the rest."""
+    bucket = int(hashlib.md5(str(problem_id).encode()).hexdigest(), 16)
+    return "dev" if bucket % 5 == 0 else "train" if bucket // 5 % 2 == 0 else "test"
 
 
 def prepare(record: dict) -> Problem:
@@ -66,8 +69,9 @@ def load(path: str | Path, split: str | None = None, limit: int = 0) -> list[Pro
     return [prepare(r) for r in records]
 
 
-def training_set(paths: list[Path]) -> list[Problem]:
-    problems = [p for path in paths for p in load(path)]
+def training_set(paths: list[Path], ape_copies: int = 0) -> list[Problem]:
+    """The problems of `paths` plus `ape_copies` copies of our Ape210K train share, those whose equation checks out."""
+    problems = [p for path in paths for p in load(path)] + load(APE_VALID, "train") * ape_copies
     kept = [p for p in problems if p.target is not None]
     log.info("training problems: %d of %d kept (equation read and equal to the answer)", len(kept), len(problems))
     return kept

@@ -154,8 +154,14 @@ def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int,
     model, vocab, state = load_run(run)
     cfg = state["config"]
     best = max(state["history"], key=lambda h: h["dev_accuracy"]) if state["history"] else {}
-    training = {"command": command, "init": "the project's BERT (models/mlm's run)" if cfg["init"] else "from scratch",
-                "data": f"{shown(cfg['data'])} (all problems whose equation evaluates to the given answer)",
+    init = "the project's BERT (models/mlm's run)" if cfg["init"] else "from scratch"
+    if cfg.get("warm_start"):
+        init = f"the math checkpoint {shown(cfg['warm_start'])}, which started from {init}"
+    data = f"{shown(cfg['data'])}"
+    if cfg.get("ape_copies"):
+        data += f" + {cfg['ape_copies']} copies of our Ape210K train share (training/math/data.py ape_split)"
+    training = {"command": command, "init": init,
+                "data": f"{data} (all problems whose equation evaluates to the given answer)",
                 "recipe": {k: v for k, v in cfg.items() if k not in ("out", "data")},
                 "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), "checkpoint": best}
     model_dir = write_model(model, vocab, models, name, {}, training, cfg["max_source"], cfg["max_target"])

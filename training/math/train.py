@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 class MathConfig:
     out: str = str(RUNS / "math")
     init: str = str(RUNS / "mlm")  # a `zhserve train mlm` run; "" trains from scratch
+    warm_start: str = ""  # a math checkpoint (best.pt) to go on from, with a fresh schedule
     data: str = str(MATH23K)
+    ape_copies: int = 0  # copies of our Ape210K "train" share added to the training data (0: Math23K only)
     dev_data: str = str(APE_VALID)  # its "dev" share (ape_split) picks the checkpoint
     hidden: int = 256  # from-scratch sizes (an init run brings its own)
     layers: int = 4
@@ -164,8 +166,10 @@ def train(cfg: MathConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model, vocab = build(cfg)
+    if cfg.warm_start:
+        model.load_state_dict(torch.load(cfg.warm_start, weights_only=False)["model"])
     vocab.save(out / "vocab.txt")
-    pairs = [e for p in training_set([Path(cfg.data)]) if (e := encode(p, vocab, cfg))]
+    pairs = [e for p in training_set([Path(cfg.data)], cfg.ape_copies) if (e := encode(p, vocab, cfg))]
     dev = [p for p in load(cfg.dev_data, split="dev") if p.target is not None][:cfg.eval_problems]
     log.info("%d training pairs, %d dev problems", len(pairs), len(dev))
     opt = adamw(model, cfg.lr, cfg.weight_decay)
