@@ -61,7 +61,7 @@ class PerturbedMaskingTask:
         self.weights = np.asarray(segment["weights"], dtype=np.float64)
         if len(self.weights) != len(feature_names(self.ngrams is not None)):
             raise ValueError(f"segment.weights: {len(self.weights)} values for "
-                                   f"{len(feature_names(self.ngrams is not None))} features")
+                             f"{len(feature_names(self.ngrams is not None))} features")
         parse = config["parse"]
         self.parse_max_length = int(parse["max_length"])
         self.orientation = parse.get("orientation", "head_moves_dependent")

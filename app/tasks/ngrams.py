@@ -48,7 +48,7 @@ class NgramStats:
     """Loaded from the .npz that training/mlm/ngrams.py writes."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
-        self.a = arrays
+        self.arrays = arrays
         self.total = float(arrays["total"])
         self.unigrams = arrays["unigram_counts"].astype(np.float64)
 
@@ -59,7 +59,7 @@ class NgramStats:
 
     @property
     def digest(self) -> str:
-        return str(self.a["vocab_digest"])
+        return str(self.arrays["vocab_digest"])
 
     def _gram(self, ids: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Hash of ids[s:s+n] for each start s, and whether that window lies inside `ids`."""
@@ -76,14 +76,15 @@ class NgramStats:
         ids = np.asarray(ids, dtype=np.int64)
         gaps = np.arange(len(ids) - 1)
         pair, _ = self._gram(ids, gaps, 2)
-        count, _ = _lookup(self.a["bigram_keys"], self.a["bigram_counts"], pair, 0)
+        count, _ = _lookup(self.arrays["bigram_keys"], self.arrays["bigram_counts"], pair, 0)
         unigram = self.unigrams[np.minimum(ids, len(self.unigrams) - 1)] + 1
         out = [np.log((count + 0.5) * self.total / (unigram[:-1] * unigram[1:]))]
         for n in range(1, MAX_N + 1):
             for side, starts in (("right", gaps - n + 1), ("left", gaps + 1)):  # the n-gram ending at i / from i+1
                 keys, inside = self._gram(ids, starts, n)
-                mean = float(self.a[f"{side}_mean_{n}"])
-                entropy, known = _lookup(self.a[f"{side}_keys_{n}"], self.a[f"{side}_entropy_{n}"], keys, mean)
+                table = {name: self.arrays[f"{side}_{name}_{n}"] for name in ("keys", "entropy", "mean")}
+                mean = float(table["mean"])
+                entropy, known = _lookup(table["keys"], table["entropy"], keys, mean)
                 known &= inside
                 out += [np.where(known, entropy, mean), known.astype(np.float64)]
         return np.stack(out, axis=1)

@@ -1,4 +1,4 @@
-"""Words from adjacent-character impacts, and segmentation metrics (numpy only).
+"""Words from adjacent-character impacts and corpus n-gram statistics, and segmentation metrics (numpy only).
 
 Punctuation and whitespace always end a word, so only the runs between them ("clauses") are probed:
 that keeps the masked copies few and short. Runs of ASCII letters and digits stay one word.
