@@ -20,6 +20,8 @@ MAX_N = 3
 def ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
     """Hash of every window of n ids (wrapping int64 arithmetic), shape (len(ids) - n + 1,)."""
     ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < n:
+        return np.zeros(0, np.int64)
     keys = ids[: len(ids) - n + 1].copy()
     with np.errstate(over="ignore"):
         for j in range(1, n):
@@ -61,27 +63,28 @@ class NgramStats:
     def digest(self) -> str:
         return str(self.arrays["vocab_digest"])
 
-    def _gram(self, ids: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Hash of ids[s:s+n] for each start s, and whether that window lies inside `ids`."""
+    @staticmethod
+    def _windows(ids: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Key of ids[s:s+n] for each start s, and whether that window lies inside `ids` (keys of windows
+        outside are placeholders)."""
         inside = (starts >= 0) & (starts + n <= len(ids))
-        keys = np.zeros(len(starts), np.int64)
-        with np.errstate(over="ignore"):
-            for j in range(n):
-                keys = keys * HASH + ids[np.clip(starts + j, 0, len(ids) - 1)]
-        return keys, inside
+        keys = ngram_keys(ids, n)
+        if len(keys) == 0:
+            return np.zeros(len(starts), np.int64), inside
+        return keys[np.clip(starts, 0, len(keys) - 1)], inside
 
     def features(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids) - 1, len(FEATURES)) for each gap between neighbours i, i+1 of one clause. An n-gram that
         runs past the clause or was too rare in the corpus reads as the corpus mean, with known = 0."""
         ids = np.asarray(ids, dtype=np.int64)
         gaps = np.arange(len(ids) - 1)
-        pair, _ = self._gram(ids, gaps, 2)
+        pair, _ = self._windows(ids, gaps, 2)
         count, _ = _lookup(self.arrays["bigram_keys"], self.arrays["bigram_counts"], pair, 0)
         unigram = self.unigrams[np.minimum(ids, len(self.unigrams) - 1)] + 1
         out = [np.log((count + 0.5) * self.total / (unigram[:-1] * unigram[1:]))]
         for n in range(1, MAX_N + 1):
             for side, starts in (("right", gaps - n + 1), ("left", gaps + 1)):  # the n-gram ending at i / from i+1
-                keys, inside = self._gram(ids, starts, n)
+                keys, inside = self._windows(ids, starts, n)
                 table = {name: self.arrays[f"{side}_{name}_{n}"] for name in ("keys", "entropy", "mean")}
                 mean = float(table["mean"])
                 entropy, known = _lookup(table["keys"], table["entropy"], keys, mean)

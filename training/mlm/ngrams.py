@@ -30,18 +30,17 @@ def _entropy_by_group(groups: np.ndarray, counts: np.ndarray) -> tuple[np.ndarra
 
 def build(stream: np.ndarray, vocab: CharVocab, min_count: int = 5) -> dict[str, np.ndarray]:
     ids = np.asarray(stream, dtype=np.int64)
-    unigram = np.bincount(ids).astype(np.int64)
-    pairs, pair_counts = np.unique(ngram_keys(ids, 2), return_counts=True)
-    keep = pair_counts >= min_count
-    arrays = {"total": np.int64(len(ids)), "unigram_counts": unigram,
-              "vocab_digest": np.str_(vocab_digest(vocab.tokens)),
-              "bigram_keys": pairs[keep], "bigram_counts": pair_counts[keep].astype(np.int32)}
+    arrays = {"total": np.int64(len(ids)), "unigram_counts": np.bincount(ids).astype(np.int64),
+              "vocab_digest": np.str_(vocab_digest(vocab.tokens))}
+    contexts = ngram_keys(ids, 1)
     for n in range(1, MAX_N + 1):
         # every distinct (n+1)-gram once, with its count: its first n ids are a context followed by one
         # character (right entropy), its last n a context preceded by one (left entropy)
         windows = ngram_keys(ids, n + 1)
         grams, first, counts = np.unique(windows, return_index=True, return_counts=True)
-        contexts = ngram_keys(ids, n)
+        if n == 1:  # the bigrams themselves, for PMI
+            keep = counts >= min_count
+            arrays |= {"bigram_keys": grams[keep], "bigram_counts": counts[keep].astype(np.int32)}
         for side, context in (("right", contexts[first]), ("left", contexts[first + 1])):
             keys, entropy, total = _entropy_by_group(context, counts)
             keep = total >= min_count
@@ -49,6 +48,7 @@ def build(stream: np.ndarray, vocab: CharVocab, min_count: int = 5) -> dict[str,
             arrays[f"{side}_entropy_{n}"] = entropy[keep].astype(np.float32)
             arrays[f"{side}_mean_{n}"] = np.float32(entropy[keep].mean() if keep.any() else 0.0)
         log.info("n=%d: %d contexts kept of %d", n, len(arrays[f"right_keys_{n}"]), len(grams))
+        contexts = windows
     return arrays
 
 

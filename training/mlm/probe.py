@@ -103,10 +103,9 @@ def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], ngram
     for layer in range(1, layers):
         x = np.concatenate([f for sent in features[layer] for f in sent])
         rules = {"mutual": mutual_only(ngrams is not None)}
-        rules |= {rule: np.where(keep, fit_logistic(np.where(keep, x, 0.0), y), 0.0) for rule, keep in subsets.items()}
+        rules |= {rule: np.where(keep, fit_logistic(np.where(keep, x, 0.0), y), 0.0) for rule, keep in subsets.items()
+                  if rule != "ngrams_only" or layer == 1}  # the n-gram rule is the same at every layer
         for rule, weights in rules.items():
-            if rule == "ngrams_only" and layer > 1:
-                continue  # the same at every layer
             scores = [[f @ weights for f in sent] for sent in features[layer]]
             for threshold in np.quantile(x @ weights, np.linspace(0.05, 0.95, 37)):
                 predicted = [words_from_scores(t, r, s, threshold)
