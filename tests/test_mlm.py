@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.api.app import create_app
 from app.runtime.settings import Settings
+from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, fitting_half
 from app.tasks.perturbed import all_pairs
 from app.tasks.segmentation import clauses, score_segmentation, words_from_scores
 from app.tasks.trees import chain_heads, eisner, mart, uas
@@ -35,8 +36,12 @@ def tiny_mlm(tiny_mlm_run, tmp_path_factory):
     stats = ngrams.main(run / "train.npy", run / "vocab.txt", models.parent / "ngrams.npz", min_count=1)
     model, vocab = load_mlm(run)
     write_model(model, vocab, models, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",
-                quality={}, training={"command": "tests"}, ngrams=stats)
+                quality={}, training={"command": "tests"}, ngrams=stats, arc_weights=RIGHT_CHAIN_RULE)
     return run, models
+
+
+# An arc rule that reads only structure: every word is headed by the next one, the last word is the root.
+RIGHT_CHAIN_RULE = [5.0 * (name in ("d+1", "last_word")) for name in (*ARC_FEATURES, *ROOT_FEATURES)]
 
 
 def test_pretraining_records_progress_and_resumes(tiny_mlm):
@@ -145,7 +150,7 @@ def test_segment_and_parse_endpoints(client):
     words = ["我", "爱", "北京", "天安门"]
     r = client.post("/parse", json={"text": "我爱北京天安门", "words": words})
     body = r.json()
-    assert r.status_code == 200 and body["words"] == words and _is_tree(body["heads"])
+    assert r.status_code == 200 and body["words"] == words and body["heads"] == [2, 3, 4, 0]  # RIGHT_CHAIN_RULE
     assert body["tree"].count("(") == len(words) - 1 and all(w in body["tree"] for w in words)
     r = client.post("/parse", json={"text": "我爱北京"})
     assert r.status_code == 200 and "".join(r.json()["words"]) == "我爱北京"
@@ -184,6 +189,8 @@ def test_export_a_hugging_face_checkpoint(tmp_path, tiny_mlm_run):
         assert wait_ready(c)["models"]["mlm"] == "ready"
         r = c.post("/segment", json={"text": "我爱北京天安门"})
         assert r.status_code == 200 and "".join(r.json()["words"]) == "我爱北京天安门"
+        r = c.post("/parse", json={"text": "我爱北京天安门", "words": ["我", "爱", "北京", "天安门"]})
+        assert r.status_code == 200 and _is_tree(r.json()["heads"])  # the paper's rule: no arc weights exported
 
 
 def test_boundary_features_compare_two_reads_of_the_same_masked_character():
@@ -238,3 +245,19 @@ def test_ngram_statistics_on_a_hand_made_stream(tmp_path):
     assert x[0, FEATURES.index("right_entropy_2")] == pytest.approx(float(arrays["right_mean_2"]))
     rare = NgramStats(ngrams.build(stream, vocab, min_count=3)).features(np.array([a, b, a, c]))
     assert rare[1, FEATURES.index("right_known_1")] == 0  # "b" is followed only twice: left out
+
+
+def test_eval_parse_scores_the_served_trees_and_the_held_out_half(tiny_mlm, tmp_path):
+    from training.mlm.evaluate import evaluate_parse
+
+    sentences = [["我", "爱", "北京"], ["天安门", "很", "大", "。"], ["他", "来", "了"], ["长" * 50], ["好"]]
+    gold = [[0, 1, 2], [3, 3, 0, 3], [2, 0, 2], [0], [0]]
+    data = tmp_path / "gold.conllu"
+    data.write_text("\n".join("".join(f"{i + 1}\t{w}\t_\t_\t_\t_\t{h}\t_\t_\t_\n" for i, (w, h) in
+                                        enumerate(zip(words, heads, strict=True)))
+                              for words, heads in zip(sentences, gold, strict=True)), encoding="utf-8")
+    result = evaluate_parse([data], tiny_mlm[1])
+    accepted = [s for s in sentences if len("".join(s)) <= 40]  # the 50-character sentence is over the limit
+    assert result["n"] == len(accepted) == 4
+    assert result["uas"] == result["baselines"]["right_chain"] == pytest.approx(3 / 11)  # RIGHT_CHAIN_RULE
+    assert result["held_out"]["n"] == sum(not fitting_half("".join(s)) for s in accepted)

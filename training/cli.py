@@ -122,7 +122,8 @@ def _export_mlm(argv: list[str]) -> None:
     p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
     p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
     p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
-                   help="arc scores from the impact matrix (default: tuned)")
+                   help="parse by the paper's rule over the impacts in this orientation (default: fit the "
+                        "learned arc rule on UD dev)")
     p.add_argument("--tune-data", default=str(SEG / "ud_zh_gsdsimp" / "dev.conllu"))
     p.add_argument("--tune-limit", type=int, default=0, help="tune on the first N sentences only (quick checks)")
     p.add_argument("--segment-eval", nargs="*", default=[str(SEG / "sighan2005" / "pku_test_gold.utf8")])
@@ -132,7 +133,7 @@ def _export_mlm(argv: list[str]) -> None:
     p.add_argument("--parse-eval", nargs="*", default=[str(SEG / "ud_zh_gsdsimp" / "dev.conllu")])
     p.add_argument("--parse-limit", type=int, default=0)
     p.add_argument("--ngrams", default=str(RUNS / "ngrams" / "ngrams.npz"),
-                   help="corpus n-gram statistics for segmentation (zhserve train ngrams); skipped if absent")
+                   help="corpus n-gram statistics for /segment and /parse (zhserve train ngrams); skipped if absent")
     p.add_argument("--command", default="", help="training command to record in model.json")
     a = p.parse_args(argv)
     from training.mlm.export import export

@@ -2,7 +2,8 @@
 
 /segment probes only neighbouring characters inside each clause; /parse probes every pair of characters
 of the sentence (n + n(n-1)/2 masked copies), averages them into a word-level impact matrix, then
-decodes heads with Eisner's algorithm and a bracketed tree by top-down splitting.
+decodes heads with Eisner's algorithm (over arc scores from app/tasks/parsing.py) and a bracketed tree by
+top-down splitting.
 """
 
 from __future__ import annotations
@@ -14,34 +15,11 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.ngrams import NgramStats, vocab_digest
+from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, dependency_scores, learned_heads
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
 from app.tasks.segmentation import clauses, feature_names, gap_features, words_from_scores
 from app.tasks.trees import eisner, mart
 from app.text import CharVocab
-
-ROOT_RULES = ("most_affected", "best_head")
-
-
-def dependency_scores(words: np.ndarray, orientation: str, root_rule: str = "most_affected", center: bool = False):
-    """Word impacts F -> (arc scores [head, dependent], root scores), as in Wu et al.'s code:
-    "head_moves_dependent": a head is the word whose masking most changes its dependent, so each
-    dependent's candidate heads are scored by softmax over F[d, :]; the root is the word the others
-    affect most (largest row sum of F), or ("best_head") the word with the best average arc as a head.
-    center: subtract from F[:, j] its mean, i.e. what masking j does to every word alike."""
-    m = len(words)
-    off = ~np.eye(m, dtype=bool)
-    if center and m > 1:
-        words = np.where(off, words - words.sum(axis=0) / (m - 1), 0.0)
-    impact = words.T if orientation == "head_moves_dependent" else words  # impact[h, d]
-    logits = np.where(off, impact, -np.inf)
-    logits = logits - logits.max(axis=0, keepdims=True)
-    arcs = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)  # per dependent, over heads
-    if root_rule == "most_affected":
-        root = np.full(m, -1e9)
-        root[int(words.sum(axis=1).argmax())] = 0.0
-    else:
-        root = arcs.sum(axis=1) / max(m - 1, 1)
-    return arcs, root
 
 
 class PerturbedMaskingTask:
@@ -67,6 +45,12 @@ class PerturbedMaskingTask:
         self.orientation = parse.get("orientation", "head_moves_dependent")
         self.root_rule = parse.get("root", "most_affected")
         self.center = bool(parse.get("center", False))
+        self.arc_weights = None  # None: the paper's rule over the impacts alone
+        if parse.get("weights") is not None:
+            self.arc_weights = np.asarray(parse["weights"], dtype=np.float64)
+            if len(self.arc_weights) != len(ARC_FEATURES) + len(ROOT_FEATURES):
+                raise ValueError(f"parse.weights: {len(self.arc_weights)} values for "
+                                 f"{len(ARC_FEATURES) + len(ROOT_FEATURES)} features")
 
     async def impacts(self, ids: np.ndarray, pairs: list[tuple[int, int]], deadline: float) -> np.ndarray:
         """The (n, n) impact matrix over `ids` for the given pairs (both directions)."""
@@ -107,5 +91,8 @@ class PerturbedMaskingTask:
         chars = await self.impacts(self.vocab.encode(sentence), all_pairs(len(sentence)), deadline)
         starts = np.cumsum([0] + [len(w) for w in words])
         matrix = word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True)))
-        arcs, root = dependency_scores(matrix, self.orientation, self.root_rule, self.center)
-        return {"words": words, "heads": eisner(arcs, root), "tree": mart(matrix, words)}
+        if self.arc_weights is None:
+            heads = eisner(*dependency_scores(matrix, self.orientation, self.root_rule, self.center))
+        else:
+            heads = learned_heads(matrix, words, self.vocab.encode(sentence), self.ngrams, self.arc_weights)
+        return {"words": words, "heads": heads, "tree": mart(matrix, words)}

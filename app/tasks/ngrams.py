@@ -73,6 +73,21 @@ class NgramStats:
             return np.zeros(len(starts), np.int64), inside
         return keys[np.clip(starts, 0, len(keys) - 1)], inside
 
+    def count(self, ids: np.ndarray) -> float:
+        """Corpus count of a 1- or 2-gram; 0 for longer ones (not counted) and pruned bigrams."""
+        if len(ids) == 1:
+            return float(self.unigrams[min(int(ids[0]), len(self.unigrams) - 1)])
+        if len(ids) == 2:
+            return float(_lookup(self.arrays["bigram_keys"], self.arrays["bigram_counts"], ngram_keys(ids, 2), 0)[0][0])
+        return 0.0
+
+    def entropy(self, ids: np.ndarray, side: str) -> float:
+        """Branching entropy to the `side` ("right" or "left") of a 1- to 3-gram; the corpus mean if rare."""
+        n = len(ids)
+        mean = float(self.arrays[f"{side}_mean_{n}"])
+        return float(_lookup(self.arrays[f"{side}_keys_{n}"], self.arrays[f"{side}_entropy_{n}"],
+                             ngram_keys(ids, n), mean)[0][0])
+
     def features(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids) - 1, len(FEATURES)) for each gap between neighbours i, i+1 of one clause. An n-gram that
         runs past the clause or was too rare in the corpus reads as the corpus mean, with known = 0."""

@@ -73,7 +73,11 @@ def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
 
 def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
                 orientation: str, quality: dict, training: dict, weights=None,
-                root_rule: str = "most_affected", center: bool = False, ngrams: Path | None = None) -> Path:
+                root_rule: str = "most_affected", center: bool = False, ngrams: Path | None = None,
+                arc_weights: list[float] | None = None) -> Path:
+    """arc_weights: the fitted arc rule for /parse; without it /parse reads the impacts alone (the paper's
+    rule in `orientation`, `root_rule`, `center`)."""
+    from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES
     from app.tasks.segmentation import feature_names, mutual_only
 
     model_dir = models / name
@@ -103,7 +107,10 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
                     "rule": "join neighbours i, i+1 when weights . gap_features(i) > threshold "
                             "(app/tasks/segmentation.py)"},
         "parse": {"max_length": min(limit, 40), "orientation": orientation, "root": root_rule,
-                  "center": center},
+                  "center": center,
+                  **({"weights": arc_weights, "features": [*ARC_FEATURES, *ROOT_FEATURES],
+                      "rule": "per dependent, softmax over candidate heads and the root of weights . features; "
+                              "Eisner over the log-probabilities (app/tasks/parsing.py)"} if arc_weights else {})},
         # CPU: one request already fills the cores, and large padded batches cost more than they share
         # (bench segment: 1024 to 4096 tokens alike, 32768 slower); raise it on a GPU.
         "batching": {"max_batch_size": 512, "max_batch_tokens": 2048, "max_queue_delay_ms": 2.0},
@@ -151,16 +158,15 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         tuning["segmentation"] = {"data": shown(tune_data), "n": len(sentences),
                                   **{k: v for k, v in seg["best"].items() if k != "weights"},
                                   "rules_best_threshold": seg["table"]}
-    root_rule, center = "most_affected", False
+    root_rule, center, arc_weights = "most_affected", False, None
     if orientation is None:
-        sentences = [s for s in tune_sentences if len(s.text) <= 40]
-        half = sentences[: len(sentences) // 2][: tune_limit or 80]
-        parse = tune_parsing(model, vocab, half)
-        at_layer = [r for r in parse["table"] if r["layer"] == layer]
-        best = max(at_layer, key=lambda r: r["uas"])
-        orientation, root_rule, center = best["orientation"], best["root"], best["center"]
-        tuning["parsing"] = {"data": f"first {len(half)} sentences of at most 40 characters of "
-                                     f"{shown(tune_data)}", "table": parse["table"]}
+        sentences = [s for s in tune_sentences if len(s.text) <= 40][: tune_limit or None]
+        parse = tune_parsing(model, vocab, sentences, layer, stats)
+        orientation, root_rule, center = parse["paper"].values()
+        arc_weights = parse.pop("weights")
+        tuning["parsing"] = {"data": f"sentences of at most 40 characters of {shown(tune_data)}: fitted on those "
+                                     "of app/tasks/parsing.py fitting_half, UAS (gold words) on the others",
+                             "layer": layer, **parse}
     training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
     quality: dict = {"probe_tuning": tuning}
     if run and (run / "final.json").exists():
@@ -172,7 +178,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
                      "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
     model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, weights,
-                            root_rule, center, ngrams if stats is not None else None)
+                            root_rule, center, ngrams if stats is not None else None, arc_weights)
     if run and (run / "history.json").exists():
         plot_history(json.loads((run / "history.json").read_text()), model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())

@@ -1,6 +1,6 @@
 """Choose what Perturbed Masking reads (layer, segmentation rule, arc orientation) with PyTorch,
 every layer at once, on data that is not the reported test set: UD GSDSimp dev for segmentation
-(PKU gold stays unseen), and the first half of UD dev sentences for parsing."""
+(PKU gold stays unseen), and the md5 half of UD dev sentences that `fitting_half` names for parsing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.tasks.mlm import ROOT_RULES, dependency_scores
 from app.tasks.ngrams import NgramStats
+from app.tasks.parsing import (
+    ARC_FEATURES,
+    IMPACTS,
+    ROOT_FEATURES,
+    ROOT_RULES,
+    WORD_STATS,
+    arc_features,
+    arc_log_probs,
+    decode,
+    dependency_scores,
+    fitting_half,
+)
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
 from app.tasks.segmentation import (
     FEATURES,
@@ -23,7 +34,7 @@ from app.tasks.segmentation import (
     score_segmentation,
     words_from_scores,
 )
-from app.tasks.trees import eisner, uas
+from app.tasks.trees import chain_heads, eisner, uas
 from app.text import CharVocab
 
 log = logging.getLogger(__name__)
@@ -122,23 +133,75 @@ def tune_segmentation(model, vocab: CharVocab, sentences: list[list[str]], ngram
     return {"best": best, "features": names, "table": list(by_rule.values())}
 
 
-def tune_parsing(model, vocab: CharVocab, sentences, orientations=("head_moves_dependent", "dependent_moves_head")):
-    """Best (layer, orientation) by UAS with gold words; sentences have .words and .heads."""
-    layers = model.config.num_hidden_layers + 1
-    table: dict[tuple[int, str], list[list[int]]] = {}
+def fit_arc_rule(examples: list[tuple[np.ndarray, np.ndarray, list[int]]], keep: np.ndarray,
+                 l2: float = 1e-2) -> np.ndarray:
+    """Weights (arc features, then root features) maximising the gold heads' likelihood under a softmax per
+    dependent over its candidate heads and the root; examples are (arcs, roots, gold heads). Features where
+    `keep` is False are left out (weight 0), for ablations."""
+    from scipy.optimize import minimize
+
+    n_arc = examples[0][0].shape[-1]
+
+    def loss(w):
+        w = w * keep
+        value, grad = l2 * w @ w, 2 * l2 * w
+        for arcs, roots, heads in examples:
+            m = len(roots)
+            p = np.exp(arc_log_probs(arcs, roots, w))
+            gold = np.array([h - 1 if h else m for h in heads])
+            value -= np.log(p[gold, np.arange(m)] + 1e-12).sum()
+            p[gold, np.arange(m)] -= 1  # d loss / d score
+            grad[:n_arc] += np.einsum("hd,hdf->f", p[:m], arcs)
+            grad[n_arc:] += p[m] @ roots
+        return value, grad * keep
+
+    return minimize(loss, np.zeros(len(keep)), jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x * keep
+
+
+def arc_rule_subsets(with_stats: bool) -> dict[str, np.ndarray]:
+    """Which features each ablated rule reads: structure (distance, punctuation, one-character words, root
+    position), + corpus statistics, + Perturbed Masking impacts (the shipped rule)."""
+    names = np.array([*ARC_FEATURES, *ROOT_FEATURES])
+    impact = np.array([any(name.startswith(i) for i in IMPACTS) for name in names])
+    stats = np.array([any(s in name for s in WORD_STATS) for name in names])
+    subsets = {"structure": ~impact & ~stats, "structure+impacts": ~stats}
+    if with_stats:
+        subsets |= {"structure+statistics": ~impact, "all": np.ones(len(names), bool)}
+    return subsets
+
+
+def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramStats | None = None) -> dict:
+    """Fit the arc rule at `layer` on the sentences of `fitting_half` and measure UAS (gold words) on the
+    others: the rule and its ablations, the paper's rule in the orientation / root settings best on the
+    fitting half, and the chain baselines. Sentences have .words and .heads."""
+    matrices = []
     for sent in tqdm(sentences, desc="probe parsing", unit="sent"):
         text = "".join(sent.words)
-        chars = layer_impacts(model, vocab, vocab.encode(text), all_pairs(len(text)))
+        chars = layer_impacts(model, vocab, vocab.encode(text), all_pairs(len(text)))[layer]
         starts = np.cumsum([0] + [len(w) for w in sent.words])
-        spans = list(zip(starts[:-1], starts[1:], strict=True))
-        for layer in range(1, layers):
-            words = word_matrix(chars[layer], spans)
-            for orientation, root, center in itertools.product(orientations, ROOT_RULES, (False, True)):
-                heads = eisner(*dependency_scores(words, orientation, root, center))
-                table.setdefault((layer, orientation, root, center), []).append(heads)
-    gold = [s.heads for s in sentences]
-    rows = [{"layer": k[0], "orientation": k[1], "root": k[2], "center": k[3], "uas": uas(gold, v)}
-            for k, v in table.items()]
-    best = max(rows, key=lambda r: r["uas"])
-    log.info("parsing: best %s", best)
-    return {"best": best, "table": rows}
+        matrices.append(word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True))))
+    fit = [fitting_half("".join(s.words)) for s in sentences]
+    held = [s for s, f in zip(sentences, fit, strict=True) if not f]
+    gold = [s.heads for s in held]
+    rows = {"right_chain": uas(gold, [chain_heads(len(s.words), "right") for s in held]),
+            "left_chain": uas(gold, [chain_heads(len(s.words), "left") for s in held])}
+
+    def paper(settings, on_fitting_half: bool) -> float:
+        chosen = [(s, m) for s, m, f in zip(sentences, matrices, fit, strict=True) if f == on_fitting_half]
+        return uas([s.heads for s, _ in chosen], [eisner(*dependency_scores(m, *settings)) for _, m in chosen])
+
+    settings = max(itertools.product(("head_moves_dependent", "dependent_moves_head"), ROOT_RULES, (False, True)),
+                   key=lambda k: paper(k, True))
+    rows[f"paper ({', '.join(map(str, settings))})"] = paper(settings, False)
+    features = [arc_features(m, s.words, vocab.encode("".join(s.words)), stats)
+                for s, m in zip(sentences, matrices, strict=True)]
+    train = [(*x, s.heads) for x, s, f in zip(features, sentences, fit, strict=True) if f]
+    weights = {}
+    for rule, keep in arc_rule_subsets(stats is not None).items():
+        weights[rule] = fit_arc_rule(train, keep)
+        rows[rule] = uas(gold, [decode(*x, weights[rule]) for x, f in zip(features, fit, strict=True) if not f])
+    log.info("parsing, UAS on the held-out half: %s", rows)
+    best = "all" if stats is not None else "structure+impacts"
+    return {"weights": [round(float(w), 6) for w in weights[best]], "rule": best,
+            "paper": dict(zip(("orientation", "root", "center"), settings, strict=True)),
+            "fitted_on": len(train), "held_out": len(held), "uas_held_out": rows}
