@@ -73,6 +73,49 @@ def test_a_candidate_that_cannot_be_evaluated_falls_back_to_the_next():
     assert answer_from([("2-6", -0.1), ("1/0", -0.7)], "相差几人？", "none")["answer"] == "-4"  # else the best
 
 
+def test_rerank_features_line_up_with_their_names():
+    from app.tasks.math_rerank import FEATURES, Candidate, candidate_features
+
+    question = "一共有12个苹果，平均分给5个小朋友，每人分几个？"  # asks for a count
+    candidates = [Candidate("12/5", -0.2, ("[N0]", "/", "[N1]"), 2), Candidate("1/0", -0.5, ("1", "/", "0"), 2),
+                  Candidate("12-5-5", -0.9, ("[N0]", "-", "[N1]", "-", "[N1]"), 2),
+                  Candidate("(12-2)/5", -1.0, ("(", "[N0]", "-", "2", ")", "/", "[N1]"), 2)]
+    values = [Fraction(12, 5), None, Fraction(2), Fraction(2)]
+    x = candidate_features(question, candidates, values)
+    f = {name: x[:, i] for i, name in enumerate(FEATURES)}
+    assert not x[1].any()  # did not evaluate
+    assert list(f["agreeing_share"]) == pytest.approx([1 / 3, 0, 2 / 3, 2 / 3])
+    assert list(f["count_question*whole"]) == [0, 0, 1, 1] and list(f["count_question*not_whole"]) == [1, 0, 0, 0]
+    assert f["score_below_best"][3] == pytest.approx(-0.8) and f["rank_3"][3] == 1 and f["rank_0"][0] == 1
+    assert f["constants"][3] == 1 and f["constants"][0] == 0 and f["operators"][3] == 2
+    assert f["numbers_used"][0] == 1.0 and f["log10_size_vs_numbers"][2] == pytest.approx(np.log10(2 / 12))
+
+
+def test_the_reranker_is_fitted_to_pick_what_is_right_and_served_by_answer_from():
+    from app.tasks.math import answer_from
+    from app.tasks.math_rerank import FEATURES, Candidate, Reranker
+    from training.math.rerank import accuracy, fit
+
+    rng = random.Random(0)
+    problems = []
+    for _ in range(60):  # the right answer is the whole one, wherever the beam put it
+        n = rng.randint(2, 30)
+        candidates = [Candidate(f"{n}/7", -0.1, ("[N0]", "/", "7"), 1),
+                      Candidate(f"{n}*7", -0.3, ("[N0]", "*", "7"), 1)]
+        rng.shuffle(candidates)
+        values = [evaluate(c.expression) for c in candidates]
+        right = np.array([v.denominator == 1 for v in values])
+        problems.append(("每盒装7个，有几个？", candidates, values, right))
+    reranker = Reranker(fit(problems[:40]))
+    assert accuracy(problems[40:], reranker) == 1.0 and accuracy(problems[40:], None) < 0.8
+    weights = [0.0] * len(FEATURES)
+    weights[FEATURES.index("count_question*whole")] = 1.0
+    result = answer_from([("10/4", -0.1), ("10*4", -0.2)], "一共有几个？", "none", Reranker(weights))
+    assert result["expression"] == "10*4" and [c["answer"] for c in result["candidates"]] == ["2.5", "40"]
+    with pytest.raises(ValueError):
+        Reranker([1.0])
+
+
 # -- pre-processing -------------------------------------------------------------------------------
 
 def test_numbers_become_slots_and_equations_read_back():

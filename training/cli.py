@@ -37,6 +37,24 @@ def train_main(task: str, argv: list[str]) -> None:
         from training.mlm.ngrams import main
 
         main(Path(a.stream), Path(a.vocab), Path(a.out), a.min_count)
+    elif task == "math-reranker":
+        import logging
+
+        from training.math.data import APE_VALID
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        p = argparse.ArgumentParser(prog="zhserve train math-reranker",
+                                    description="fit the /solve_math answer reranker on the served solver's beams")
+        p.add_argument("--models", default=str(ROOT / "models"))
+        p.add_argument("--name", default="math")
+        p.add_argument("--data", default=str(APE_VALID), help="Ape210K valid: fitted on our train share")
+        p.add_argument("--beam-size", type=int, default=8)
+        p.add_argument("--out", default=str(RUNS / "math_rerank"), help="where the decoded beams are kept")
+        a = p.parse_args(argv)
+        from training.math.rerank import main
+
+        main(Path(a.models), a.name, Path(a.data), a.beam_size, Path(a.out),
+             "zhserve train math-reranker " + " ".join(argv))
     elif task == "extract":
         from training.extract.train import RECIPES, TrainConfig, train
 
@@ -64,7 +82,8 @@ def train_main(task: str, argv: list[str]) -> None:
                                     description="fine-tune the project's BERT as a UniLM seq2seq math solver")
         train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
     else:
-        raise SystemExit(f"zhserve train: unknown task {task!r} (known: embeddings, ngrams, extract, mlm, math)")
+        raise SystemExit(f"zhserve train: unknown task {task!r} "
+                         "(known: embeddings, ngrams, extract, mlm, math, math-reranker)")
 
 
 def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:

@@ -2,8 +2,8 @@
 
 The question is encoded once (its keys and values cached); then every beam step of every request is
 one batcher row per beam (one new token against its cache), so concurrent requests decode in the
-same batches (continuous batching). Candidates are evaluated best first by the
-safe evaluator; one that cannot be evaluated (or is worth zero or less) falls back to the next.
+same batches (continuous batching). Every candidate is evaluated by the safe evaluator; among those
+that evaluate, a reranker (app/tasks/math_rerank.py) picks the answer.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.math_decode import Grammar, beam_search
 from app.tasks.math_eval import ExpressionError, evaluate, format_answer
+from app.tasks.math_rerank import Candidate, Reranker
 from app.tasks.math_text import render, slot_question
 from app.text import CharVocab
 
@@ -28,6 +29,7 @@ class MathTask:
         self.max_expression = int(config["max_expression_tokens"])
         self.beam_size = int(config.get("beam_size", 4))
         self.max_beam_size = int(config.get("max_beam_size", 10))
+        self.reranker = Reranker(config["rerank"]["weights"]) if config.get("rerank") else None
 
     def source_ids(self, question: str) -> tuple[list[int], list[str]]:
         """[CLS] question-with-slots [SEP] as ids, and the numbers in the slots."""
@@ -41,6 +43,13 @@ class MathTask:
         return [self.vocab.cls_id] + [get(p, unk) for p in q.pieces] + [self.vocab.sep_id], q.numbers
 
     async def solve(self, question: str, beam_size: int | None, deadline: float) -> dict:
+        candidates = await self.candidates(question, beam_size, deadline)
+        result = {"model": self.model.name, "version": self.model.version}
+        return result | answer_from(candidates, question, f"no complete expression within {self.max_expression} "
+                                                          "tokens", self.reranker)
+
+    async def candidates(self, question: str, beam_size: int | None, deadline: float) -> list[Candidate]:
+        """The finished beams, best first."""
         beam_size = self.beam_size if beam_size is None else beam_size
         if not 1 <= beam_size <= self.max_beam_size:
             raise InvalidInput(f"beam_size: {beam_size}, expected 1 to {self.max_beam_size}")
@@ -61,31 +70,36 @@ class MathTask:
 
         found = await beam_search(encoded["log_probs"], (encoded["keys"], encoded["values"]), step, self.grammar,
                                   len(numbers), beam_size, self.max_expression)
-        candidates = [(render([self.vocab.tokens[t] for t in h.tokens], numbers), h.score) for h in found]
-        result = {"model": self.model.name, "version": self.model.version}
-        return result | answer_from(candidates, question, f"no complete expression within {self.max_expression} "
-                                                          "tokens")
+        out = []
+        for h in found:
+            tokens = [self.vocab.tokens[t] for t in h.tokens]
+            out.append(Candidate(render(tokens, numbers), h.score, tuple(tokens), len(numbers)))
+        return out
 
 
-def answer_from(candidates: list[tuple[str, float]], question: str, none_found: str) -> dict:
+def answer_from(candidates: list[Candidate], question: str, none_found: str, reranker: Reranker | None = None) -> dict:
     """The answer of the best candidate expression that evaluates, each candidate listed with its own answer
-    or error. Word problems ask for positive quantities, so a candidate worth zero or less is passed over
-    for the best positive one when there is one (+1 point on our Ape210K dev share). When none
-    evaluates: answer null and the reason."""
-    listed, answers = [], []
-    for expression, score in candidates:
-        candidate = {"expression": expression, "answer": None, "score": round(score, 4), "error": None}
+    or error. "Best": the reranker's choice among those that evaluate; without one, the first worth more
+    than zero (word problems ask for positive quantities: +1 point on our Ape210K dev share), else the
+    first. When none evaluates: answer null and the reason."""
+    listed, values = [], []
+    for candidate in (Candidate(*c) for c in candidates):
+        shown = {"expression": candidate.expression, "answer": None, "score": round(candidate.score, 4), "error": None}
         try:
-            value = evaluate(expression)
-            answer = format_answer(value, question)
-            candidate["answer"] = answer["answer"]
-            answers.append((value > 0, expression, answer))
+            values.append(evaluate(candidate.expression))
+            shown["answer"] = format_answer(values[-1], question)["answer"]
         except ExpressionError as exc:
-            candidate["error"] = str(exc)
-        listed.append(candidate)
-    if not answers:
+            values.append(None)
+            shown["error"] = str(exc)
+        listed.append(shown)
+    valid = [i for i, v in enumerate(values) if v is not None]
+    if not valid:
         reason = "no candidate could be evaluated: " + "; ".join(c["error"] for c in listed) if listed else none_found
         return {"expression": listed[0]["expression"] if listed else None, "answer": None, "answer_value": None,
                 "fraction": None, "decimal": None, "reason": reason, "candidates": listed}
-    _, expression, answer = next((a for a in answers if a[0]), answers[0])
-    return {"expression": expression, **answer, "reason": None, "candidates": listed}
+    if reranker is not None:
+        best = reranker.choose(question, candidates, values)
+    else:
+        best = next((i for i in valid if values[i] > 0), valid[0])
+    return {"expression": listed[best]["expression"], **format_answer(values[best], question), "reason": None,
+            "candidates": listed}

@@ -36,6 +36,7 @@ from app.tasks.segmentation import (
 )
 from app.tasks.trees import chain_heads, eisner, uas
 from app.text import CharVocab
+from training.logistic import fit_logistic
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +53,6 @@ def layer_impacts(model, vocab: CharVocab, ids: np.ndarray, pairs, batch: int = 
         for layer, hidden in enumerate(out.hidden_states):
             per_layer[layer] += list(hidden.numpy())
     return [impact_matrix(len(ids), impacts(keys, hidden)) for hidden in per_layer]
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-4) -> np.ndarray:
-    """Weights of a logistic regression (column 0 the bias) by L-BFGS on the mean log-loss. The features are
-    standardised while fitting, so one penalty suits them all; the weights returned apply to raw features."""
-    from scipy.optimize import minimize
-
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    mean[0], scale[0] = 0.0, 1.0
-    z = (x - mean) / scale
-    penalised = np.r_[0.0, np.ones(x.shape[1] - 1)]
-
-    def loss(w):
-        logits = z @ w
-        p = 1 / (1 + np.exp(-np.clip(logits, -30, 30)))
-        value = np.mean(np.logaddexp(0, logits) - y * logits) + l2 * (penalised * w) @ w
-        return value, z.T @ (p - y) / len(y) + 2 * l2 * penalised * w
-
-    v = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 3000}).x
-    weights = v / scale
-    weights[0] = v[0] - (v[1:] * mean[1:] / scale[1:]).sum()
-    return weights
 
 
 def gold_joins(words: list[str], start: int, end: int) -> np.ndarray:
