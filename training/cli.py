@@ -54,7 +54,7 @@ def train_main(task: str, argv: list[str]) -> None:
         from training.math.rerank import main
 
         main(Path(a.models), a.name, Path(a.data), a.beam_size, Path(a.out),
-             "zhserve train math-reranker " + " ".join(argv))
+             " ".join(["zhserve train math-reranker", *argv]))
     elif task == "extract":
         from training.extract.train import RECIPES, TrainConfig, train
 

@@ -149,8 +149,6 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int, command: str) -> Path:
     """Export the run's best checkpoint, then measure the served model on both Ape210K shares."""
-    from training.math.evaluate import evaluate_served
-
     model, vocab, state = load_run(run)
     cfg = state["config"]
     best = max(state["history"], key=lambda h: h["dev_accuracy"]) if state["history"] else {}
@@ -169,12 +167,20 @@ def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int,
     history = json.loads(history_file.read_text()) if history_file.exists() else state["history"]
     if history:
         plot_history(history, model_dir / "training_curve.png")
-    config = json.loads((model_dir / "model.json").read_text())
+    measure_shares(models, name, eval_data, eval_limit)
+    return model_dir
+
+
+def measure_shares(models: Path, name: str, eval_data: Path, eval_limit: int = 0) -> None:
+    """The served model's accuracy on our Ape210K dev and test shares, recorded in its model.json."""
+    from training.math.evaluate import evaluate_served
+
+    path = models / name / "model.json"
+    config = json.loads(path.read_text())
     for split in ("dev", "test"):
         figures = evaluate_served([eval_data], models, eval_limit, split)
         config["quality"][f"ape210k_{split}"] = {
             **figures, "data": f"{shown(eval_data)}, our {split} share (training/math/data.py ape_split)",
             "command": f"zhserve eval math --data {shown(eval_data)} --split {split}"
                        + (f" --limit {eval_limit}" if eval_limit else "")}
-    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return model_dir
+    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

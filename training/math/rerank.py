@@ -22,6 +22,7 @@ from app.tasks.math_eval import ExpressionError, evaluate, parse_answer, same_an
 from app.tasks.math_rerank import FEATURES, Candidate, Reranker, candidate_features
 from training.logistic import fit_logistic
 from training.math.data import load
+from training.math.export import measure_shares
 from training.paths import shown
 from training.serving import served_task
 
@@ -133,4 +134,5 @@ def main(models: Path, name: str, data: Path, beam_size: int, out: Path, command
                                 "(app/tasks/math_rerank.py)"}
     config["quality"]["rerank"] = report
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    measure_shares(models, name, data)  # the served figures now read the reranked beams
     return report
