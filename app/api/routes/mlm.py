@@ -15,12 +15,14 @@ MLMTask = Annotated[Any, Depends(task_for("mlm"))]
 
 @router.post("/segment", response_model=SegmentResponse, responses=ERRORS)
 async def segment(body: SegmentRequest, deadline: DeadlineDep, task: MLMTask) -> dict:
-    """Unsupervised word segmentation: neighbours join when their mutual impact is high."""
+    """Word segmentation: neighbours join by a rule over their Perturbed Masking impacts and corpus n-gram
+    statistics (PMI, branching entropy)."""
     return {"model": task.model.name, "version": task.model.version, "words": await task.segment(body.text, deadline)}
 
 
 @router.post("/parse", response_model=ParseResponse, responses=ERRORS)
 async def parse(body: ParseRequest, deadline: DeadlineDep, task: MLMTask) -> dict:
-    """Unsupervised dependency heads (Eisner) and a constituency tree (top-down split) from the impact matrix."""
+    """Dependency heads (Eisner over arc scores from the word impacts, distance and corpus statistics) and a
+    constituency tree (top-down split of the impact matrix)."""
     result = await task.parse(body.text, body.words, deadline)
     return {"model": task.model.name, "version": task.model.version, **result}
