@@ -86,11 +86,11 @@ def answer_from(candidates: list[Candidate], question: str, none_found: str, rer
     for candidate in (Candidate(*c) for c in candidates):
         shown = {"expression": candidate.expression, "answer": None, "score": round(candidate.score, 4), "error": None}
         try:
-            values.append(evaluate(candidate.expression))
-            shown["answer"] = format_answer(values[-1], question)["answer"]
+            value = evaluate(candidate.expression)
+            shown["answer"] = format_answer(value, question)["answer"]
         except ExpressionError as exc:
-            values.append(None)
-            shown["error"] = str(exc)
+            value, shown["error"] = None, str(exc)
+        values.append(value)
         listed.append(shown)
     valid = [i for i, v in enumerate(values) if v is not None]
     if not valid:
