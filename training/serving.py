@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+from tqdm import tqdm
 
 
 @asynccontextmanager
@@ -24,3 +28,23 @@ async def served_task(models: Path, task_name: str):
         yield task
     finally:
         await repo.stop()
+
+
+async def gather_with_progress(items: Sequence, call: Callable[..., Awaitable], desc: str, unit: str,
+                               concurrency: int) -> list:
+    """`await call(item)` for every item, `concurrency` at a time (so their rows share batches), with a
+    progress bar; results in the order of `items`."""
+    gate = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(items), desc=desc, unit=unit)
+
+    async def one(item):
+        async with gate:
+            try:
+                return await call(item)
+            finally:
+                bar.update(1)
+
+    try:
+        return await asyncio.gather(*(one(i) for i in items))
+    finally:
+        bar.close()

@@ -88,11 +88,12 @@ class PerturbedMaskingTask:
                 raise InvalidInput("words: they do not spell the text (whitespace in the text is ignored)")
         sentence = "".join(words)
         self._check(sentence, "text", self.parse_max_length)
-        chars = await self.impacts(self.vocab.encode(sentence), all_pairs(len(sentence)), deadline)
+        ids = self.vocab.encode(sentence)
+        chars = await self.impacts(ids, all_pairs(len(sentence)), deadline)
         starts = np.cumsum([0] + [len(w) for w in words])
         matrix = word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True)))
         if self.arc_weights is None:
             heads = eisner(*dependency_scores(matrix, self.orientation, self.root_rule, self.center))
         else:
-            heads = learned_heads(matrix, words, self.vocab.encode(sentence), self.ngrams, self.arc_weights)
+            heads = learned_heads(matrix, words, ids, self.ngrams, self.arc_weights)
         return {"words": words, "heads": heads, "tree": mart(matrix, words)}

@@ -13,12 +13,10 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from tqdm import tqdm
-
 from app.runtime.errors import ZhserveError
 from app.tasks.math_eval import ExpressionError, parse_answer, same_answer
 from training.math.data import load
-from training.serving import served_task
+from training.serving import gather_with_progress, served_task
 
 
 def solved(result: dict, gold: str) -> bool:
@@ -33,22 +31,13 @@ def solved(result: dict, gold: str) -> bool:
 async def solve_all(models: Path, questions: list[str], beam_size: int | None, concurrency: int = 16) -> list[dict]:
     """Every question through the served task, `concurrency` at a time (their beams share batches)."""
     async with served_task(models, "math") as task:
-        gate = asyncio.Semaphore(concurrency)
-        bar = tqdm(total=len(questions), desc="math", unit="problem")
-
         async def one(question: str) -> dict:
-            async with gate:
-                try:
-                    return await task.solve(question, beam_size, time.monotonic() + 600)
-                except ZhserveError as exc:  # e.g. a question over the length limit: counted as unsolved
-                    return {"fraction": None, "reason": exc.message}
-                finally:
-                    bar.update(1)
+            try:
+                return await task.solve(question, beam_size, time.monotonic() + 600)
+            except ZhserveError as exc:  # e.g. a question over the length limit: counted as unsolved
+                return {"fraction": None, "reason": exc.message}
 
-        try:
-            return await asyncio.gather(*(one(q) for q in questions))
-        finally:
-            bar.close()
+        return await gather_with_progress(questions, one, "math", "problem", concurrency)
 
 
 def evaluate_served(data: list[Path], models: Path, limit: int = 0, split: str | None = None,

@@ -15,8 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from app.runtime.errors import ZhserveError
 from app.tasks.math import answer_from
 from app.tasks.math_eval import ExpressionError, evaluate, parse_answer, same_answer
 from app.tasks.math_rerank import FEATURES, Candidate, Reranker, candidate_features
@@ -24,7 +24,7 @@ from training.logistic import fit_logistic
 from training.math.data import load
 from training.math.export import measure_shares
 from training.paths import shown
-from training.serving import served_task
+from training.serving import gather_with_progress, served_task
 
 log = logging.getLogger(__name__)
 SHARES = ("train", "dev", "test")
@@ -32,23 +32,14 @@ SHARES = ("train", "dev", "test")
 
 async def _beams(models: Path, questions: list[str], beam_size: int, concurrency: int = 16) -> list[list]:
     async with served_task(models, "math") as task:
-        gate = asyncio.Semaphore(concurrency)
-        bar = tqdm(total=len(questions), desc=f"beams of {beam_size}", unit="problem")
-
         async def one(question: str) -> list:
-            async with gate:
-                try:
-                    return [list(c) for c in await task.candidates(question, beam_size, time.monotonic() + 600)]
-                except Exception as exc:  # noqa: BLE001 - a question the solver rejects has no candidates
-                    log.warning("no beams for %r: %s", question[:40], exc)
-                    return []
-                finally:
-                    bar.update(1)
+            try:
+                return [list(c) for c in await task.candidates(question, beam_size, time.monotonic() + 600)]
+            except ZhserveError as exc:  # e.g. a question over the length limit: no candidates
+                log.warning("no beams for %r: %s", question[:40], exc.message)
+                return []
 
-        try:
-            return await asyncio.gather(*(one(q) for q in questions))
-        finally:
-            bar.close()
+        return await gather_with_progress(questions, one, f"beams of {beam_size}", "problem", concurrency)
 
 
 def beams(models: Path, data: Path, share: str, beam_size: int, out: Path) -> list[dict]:
@@ -104,11 +95,13 @@ def accuracy(problems, reranker: Reranker | None) -> float:
 
 def fit(problems, l2: float = 1e-3) -> list[float]:
     """Pointwise logistic regression: is this candidate's value the gold answer?"""
-    x = np.concatenate([candidate_features(q, c, v)[[i for i, x in enumerate(v) if x is not None]]
-                        for q, c, v, _ in problems if any(x is not None for x in v)])
-    y = np.concatenate([ok[[i for i, x in enumerate(v) if x is not None]]
-                        for _, _, v, ok in problems if any(x is not None for x in v)]).astype(np.float64)
-    return [round(float(w), 6) for w in fit_logistic(x, y, l2)]
+    xs, ys = [], []
+    for question, candidates, values, right in problems:
+        valid = [i for i, v in enumerate(values) if v is not None]
+        if valid:
+            xs.append(candidate_features(question, candidates, values)[valid])
+            ys.append(right[valid])
+    return [round(float(w), 6) for w in fit_logistic(np.concatenate(xs), np.concatenate(ys).astype(np.float64), l2)]
 
 
 def main(models: Path, name: str, data: Path, beam_size: int, out: Path, command: str) -> dict:

@@ -8,12 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from app.tasks.parsing import fitting_half
 from app.tasks.segmentation import score_segmentation
 from app.tasks.trees import chain_heads, uas
-from training.serving import served_task
+from training.serving import gather_with_progress, served_task
 
 
 @dataclass
@@ -53,19 +51,9 @@ async def _run_all(models: Path, select, call, desc: str, concurrency: int = 4) 
     """(items, results): `select(task)` picks the items once the served task is loaded, `call` runs one."""
     async with served_task(models, "mlm") as task:
         items = select(task)
-        gate = asyncio.Semaphore(concurrency)
-        bar = tqdm(total=len(items), desc=desc, unit="sent")
-
-        async def one(item):
-            async with gate:
-                result = await call(task, item, time.monotonic() + 3600)
-                bar.update(1)
-                return result
-
-        try:
-            return items, await asyncio.gather(*(one(i) for i in items))
-        finally:
-            bar.close()
+        results = await gather_with_progress(items, lambda item: call(task, item, time.monotonic() + 3600), desc,
+                                             "sent", concurrency)
+        return items, results
 
 
 def evaluate_segment(data: list[Path], models: Path, limit: int = 0, words_file: Path | None = None) -> dict:
