@@ -164,6 +164,29 @@ def test_segment_and_parse_reject_bad_input(client):
         assert r.status_code == 422 and "error" in r.json(), (path, body, r.text)
 
 
+def test_parse_reads_the_word_tagger(tiny_mlm_run, tmp_path):
+    from app.tasks.parsing import WordTagger, tag_feature_names
+    from training.mlm.export import load_mlm, write_model
+
+    model, vocab = load_mlm(tiny_mlm_run)
+    tags = ["NOUN", "VERB"]
+    tagger = WordTagger(tags, np.zeros((2 * model.config.hidden_size, 2)), np.array([-10.0, 10.0]))  # all VERB
+    names = [*ARC_FEATURES, *tag_feature_names(tags), *ROOT_FEATURES]
+    # a verb is headed by the word on its left (a right neighbour is penalised), the first word is the root
+    rule = {"dependent_VERB*adjacent": 10.0, "dependent_VERB*adjacent*head_right": -20.0, "bias": 5.0,
+            "position": -20.0}
+    for name, weights in (("tagged", [rule.get(n, 0.0) for n in names]), ("short", RIGHT_CHAIN_RULE)):
+        write_model(model, vocab, tmp_path / name, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",
+                    quality={}, training={"command": "tests"}, arc_weights=weights, tagger=tagger)
+    assert json.loads((tmp_path / "tagged" / "mlm" / "model.json").read_text())["parse"]["tags"] == tags
+    with TestClient(create_app(Settings(models=tmp_path / "tagged"))) as c:
+        assert wait_ready(c)["models"]["mlm"] == "ready"
+        r = c.post("/parse", json={"text": "我爱北京天安门", "words": ["我", "爱", "北京", "天安门"]})
+        assert r.status_code == 200 and r.json()["heads"] == [0, 1, 2, 3]  # the left chain: the tags were read
+    with TestClient(create_app(Settings(models=tmp_path / "short"))) as c:  # no weights for the tag features
+        assert wait_ready(c)["models"]["mlm"] == "failed"
+
+
 def test_export_a_hugging_face_checkpoint(tmp_path, tiny_mlm_run):
     from transformers import BertConfig, BertForMaskedLM
 

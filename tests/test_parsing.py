@@ -1,13 +1,24 @@
 """The learned arc rule of /parse (app/tasks/parsing.py) and its fitting (training/mlm/probe.py), on hand-made
-impact matrices: the features line up with their names, and the fit learns what the gold trees follow."""
+impact matrices and tags: the features line up with their names, the fit learns what the gold trees follow,
+and the word tagger round-trips and learns separable classes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, arc_features, decode, fitting_half
+from app.tasks.parsing import (
+    ARC_FEATURES,
+    ROOT_FEATURES,
+    WordTagger,
+    arc_features,
+    decode,
+    fitting_half,
+    tag_feature_names,
+    word_vectors,
+)
 from app.tasks.trees import chain_heads, uas
+from training.logistic import fit_softmax
 from training.mlm.probe import arc_rule_subsets, fit_arc_rule
 
 
@@ -82,3 +93,60 @@ def test_fitting_half_is_a_fixed_half_of_the_sentences():
     texts = [f"句子{i}" for i in range(400)]
     share = sum(map(fitting_half, texts)) / len(texts)
     assert 0.4 < share < 0.6 and [fitting_half(t) for t in texts] == [fitting_half(t) for t in texts]
+
+
+def test_tag_features_line_up_with_their_names():
+    tags = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])  # words 0..2 over the tags N, V
+    matrix = np.ones((3, 3)) - np.eye(3)
+    arcs, _ = arc_features(matrix, ["我", "爱", "你"], np.arange(3), None, tags)
+    names = [*ARC_FEATURES, *tag_feature_names(["N", "V"])]
+    assert arcs.shape == (3, 3, len(names))
+    at = names.index
+    assert arcs[1, 0, at("head_V")] == pytest.approx(0.8) and arcs[1, 0, at("head_V*head_right")] == pytest.approx(0.8)
+    assert arcs[0, 1, at("head_N*head_right")] == 0  # head 0 is left of dependent 1
+    assert arcs[1, 0, at("head_V*dependent_N")] == pytest.approx(0.8 * 0.9)
+    assert arcs[1, 0, at("dependent_N*adjacent*head_right")] == pytest.approx(0.9)
+    assert arcs[2, 0, at("dependent_N*adjacent")] == 0  # two words apart
+
+
+def verb_noun_sentences(rng, count: int, tagged: bool):
+    """The first word is a verb and the root, later verbs hang from it, every noun from the nearest verb on its
+    left; the tags say which word is a verb, the impacts are noise."""
+    out = []
+    for _ in range(count):
+        m = int(rng.integers(4, 10))
+        verb = np.r_[True, rng.uniform(size=m - 1) < 0.35]
+        heads = [0] + [1 if verb[k] else int(np.flatnonzero(verb[:k])[-1]) + 1 for k in range(1, m)]
+        matrix = rng.uniform(0, 1, (m, m))
+        np.fill_diagonal(matrix, 0)
+        tags = np.eye(2)[verb.astype(int)] if tagged else None
+        out.append((*arc_features(matrix, ["字"] * m, np.zeros(m, int), None, tags), heads))
+    return out
+
+
+def test_the_fit_reads_word_tags():
+    scores = {}
+    for tagged in (True, False):
+        rng = np.random.default_rng(0)
+        train, test = verb_noun_sentences(rng, 40, tagged), verb_noun_sentences(rng, 20, tagged)
+        weights = fit_arc_rule(train, np.ones(train[0][0].shape[-1] + train[0][1].shape[-1], bool))
+        scores[tagged] = uas([h for *_, h in test], [decode(a, r, weights) for a, r, _ in test])
+    assert scores[True] > 0.85 and scores[False] < 0.75
+
+
+def test_word_tagger_learns_classes_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 4))  # three classes of 4-wide character vectors
+    classes = rng.integers(0, 3, 300)
+    hidden = centres[classes] + rng.normal(0, 0.5, (300, 4))
+    spans = [(k, k + 1) for k in range(300)]  # one-character words
+    tagger = WordTagger(["A", "B", "C"], *fit_softmax(word_vectors(hidden, spans), classes, 3, l2=1.0))
+    probs = tagger.probs(hidden, spans)
+    assert probs.shape == (300, 3) and np.allclose(probs.sum(axis=1), 1)
+    assert (probs.argmax(axis=1) == classes).mean() > 0.95
+    tagger.save(tmp_path / "tagger.npz")
+    again = WordTagger.load(tmp_path / "tagger.npz")
+    assert again.tags == ["A", "B", "C"] and np.allclose(again.probs(hidden, spans), probs, atol=1e-5)
+    assert np.allclose(word_vectors(hidden, [(0, 2)]), np.r_[hidden[:2].mean(axis=0), hidden[1]])
+    with pytest.raises(ValueError):
+        tagger.probs(np.zeros((3, 5)), [(0, 3)])  # hidden states of another width

@@ -15,7 +15,14 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.ngrams import NgramStats, vocab_digest
-from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, dependency_scores, learned_heads
+from app.tasks.parsing import (
+    ARC_FEATURES,
+    ROOT_FEATURES,
+    WordTagger,
+    dependency_scores,
+    learned_heads,
+    tag_feature_names,
+)
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
 from app.tasks.segmentation import clauses, feature_names, gap_features, words_from_scores
 from app.tasks.trees import eisner, mart
@@ -45,12 +52,14 @@ class PerturbedMaskingTask:
         self.orientation = parse.get("orientation", "head_moves_dependent")
         self.root_rule = parse.get("root", "most_affected")
         self.center = bool(parse.get("center", False))
+        self.tagger = WordTagger.load(model.directory / parse["tagger"]) if parse.get("tagger") else None
         self.arc_weights = None  # None: the paper's rule over the impacts alone
         if parse.get("weights") is not None:
             self.arc_weights = np.asarray(parse["weights"], dtype=np.float64)
-            if len(self.arc_weights) != len(ARC_FEATURES) + len(ROOT_FEATURES):
-                raise ValueError(f"parse.weights: {len(self.arc_weights)} values for "
-                                 f"{len(ARC_FEATURES) + len(ROOT_FEATURES)} features")
+            expected = len(ARC_FEATURES) + len(ROOT_FEATURES) + (
+                0 if self.tagger is None else len(tag_feature_names(self.tagger.tags)))
+            if len(self.arc_weights) != expected:
+                raise ValueError(f"parse.weights: {len(self.arc_weights)} values for {expected} features")
 
     async def impacts(self, ids: np.ndarray, pairs: list[tuple[int, int]], deadline: float) -> np.ndarray:
         """The (n, n) impact matrix over `ids` for the given pairs (both directions)."""
@@ -59,6 +68,12 @@ class PerturbedMaskingTask:
         rows, keys = masked_rows(ids, self.vocab, pairs)
         outputs = await self.model.stage("encoder").submit([{"token_ids": r} for r in rows], deadline)
         return impact_matrix(len(ids), impacts(keys, [o["hidden"] for o in outputs]))
+
+    async def hidden(self, ids: np.ndarray, deadline: float) -> np.ndarray:
+        """(n, H) hidden states of the unmasked sentence, for the tagger."""
+        row = np.concatenate([[self.vocab.cls_id], ids, [self.vocab.sep_id]]).astype(np.int64)
+        (output,) = await self.model.stage("encoder").submit([{"token_ids": row}], deadline)
+        return output["hidden"][1:-1]
 
     def _check(self, text: str, field: str, limit: int) -> None:
         if not text.strip():
@@ -89,11 +104,18 @@ class PerturbedMaskingTask:
         sentence = "".join(words)
         self._check(sentence, "text", self.parse_max_length)
         ids = self.vocab.encode(sentence)
-        chars = await self.impacts(ids, all_pairs(len(sentence)), deadline)
         starts = np.cumsum([0] + [len(w) for w in words])
-        matrix = word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True)))
+        spans = list(zip(starts[:-1], starts[1:], strict=True))
+        tags = None
+        if self.tagger is None:
+            chars = await self.impacts(ids, all_pairs(len(sentence)), deadline)
+        else:  # the plain sentence rides in the same batches as its masked copies
+            chars, hidden = await asyncio.gather(self.impacts(ids, all_pairs(len(sentence)), deadline),
+                                                 self.hidden(ids, deadline))
+            tags = self.tagger.probs(hidden, spans)
+        matrix = word_matrix(chars, spans)
         if self.arc_weights is None:
             heads = eisner(*dependency_scores(matrix, self.orientation, self.root_rule, self.center))
         else:
-            heads = learned_heads(matrix, words, ids, self.ngrams, self.arc_weights)
+            heads = learned_heads(matrix, words, ids, self.ngrams, self.arc_weights, tags)
         return {"words": words, "heads": heads, "tree": mart(matrix, words)}

@@ -8,6 +8,11 @@ both words, punctuation, one-character words), a softmax per dependent over its 
 the root turns weights . features into log-probabilities, and Eisner decodes the best projective
 tree. `zhserve export mlm` fits the weights on one half of UD dev, chosen by `fitting_half`, and
 reports on the other (training/mlm/probe.py); `zhserve eval parse` reports that half apart too.
+
+Which word heads which depends mostly on word classes, and the impacts carry little of that, so the
+rule can also read a `WordTagger`: universal POS guesses from the encoder's hidden states of the
+unmasked sentence (a softmax regression fitted on the same half of UD dev), entered as the head's and
+the dependent's tag probabilities and their products, each also x "head to the right".
 """
 
 from __future__ import annotations
@@ -30,6 +35,59 @@ ARC_FEATURES = (*DISTANCE_NAMES, *IMPACTS, *(f"{name}*head_right" for name in IM
                 *(f"{who}_{name}{side}" for who in ("dependent", "head") for side in ("", "*head_right")
                   for name in (*WORD_STATS, "punct", "one_char")))
 ROOT_FEATURES = ("bias", "last_word", "punct", "log_count", "position", "one_char")
+
+
+class WordTagger:
+    """Universal POS probabilities for words: a softmax regression over each word's mean and last-character
+    hidden states (the encoder's output for the unmasked sentence). Stored as an .npz file."""
+
+    def __init__(self, tags: list[str], weights: np.ndarray, bias: np.ndarray):
+        self.tags, self.weights, self.bias = list(tags), np.asarray(weights), np.asarray(bias)
+        if self.weights.shape[1] != len(self.tags) or self.bias.shape != (len(self.tags),):
+            raise ValueError(f"tagger: weights {self.weights.shape} and bias {self.bias.shape} for {len(tags)} tags")
+
+    @classmethod
+    def load(cls, path) -> WordTagger:
+        with np.load(path) as f:
+            return cls([str(t) for t in f["tags"]], f["weights"], f["bias"])
+
+    def save(self, path) -> None:
+        np.savez(path, tags=np.array(self.tags), weights=self.weights.astype(np.float32),
+                 bias=self.bias.astype(np.float32))
+
+    def probs(self, hidden: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+        """(words, tags) probabilities from (characters, H) hidden states."""
+        if self.weights.shape[0] != 2 * hidden.shape[1]:
+            raise ValueError(f"tagger: reads {self.weights.shape[0] // 2}-wide hidden states, got {hidden.shape[1]}")
+        logits = word_vectors(hidden, spans) @ self.weights + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def word_vectors(hidden: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """(words, 2H): the mean of each word's character vectors, then its last character's (the head
+    character of most Chinese words)."""
+    return np.stack([np.concatenate([hidden[s:e].mean(axis=0), hidden[e - 1]]) for s, e in spans])
+
+
+def tag_feature_names(tags: list[str]) -> list[str]:
+    pairs = [f"head_{h}*dependent_{d}" for h in tags for d in tags]
+    return [*(f"head_{t}" for t in tags), *(f"head_{t}*head_right" for t in tags),
+            *(f"dependent_{t}*head_right" for t in tags), *(f"dependent_{t}*adjacent" for t in tags),
+            *(f"dependent_{t}*adjacent*head_right" for t in tags), *pairs, *(f"{p}*head_right" for p in pairs)]
+
+
+def tag_features(tags: np.ndarray) -> np.ndarray:
+    """(m, m, len(tag_feature_names)) indexed [head, dependent] from (m, T) tag probabilities."""
+    m, t = tags.shape
+    head, dependent = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    right = (head > dependent)[..., None].astype(np.float64)
+    adjacent = (np.abs(head - dependent) == 1)[..., None].astype(np.float64)
+    of_head, of_dependent = tags[head], tags[dependent]
+    pairs = (of_head[..., :, None] * of_dependent[..., None, :]).reshape(m, m, t * t)
+    return np.concatenate([of_head, of_head * right, of_dependent * right, of_dependent * adjacent,
+                           of_dependent * adjacent * right, pairs, pairs * right], axis=-1)
 
 
 def fitting_half(text: str) -> bool:
@@ -61,10 +119,11 @@ def log_softmax_over_heads(scores: np.ndarray) -> np.ndarray:
     return logits - np.log(np.exp(logits).sum(axis=0, keepdims=True))
 
 
-def arc_features(matrix: np.ndarray, words: list[str], ids: np.ndarray,
-                 stats: NgramStats | None) -> tuple[np.ndarray, np.ndarray]:
-    """(arcs (m, m, len(ARC_FEATURES)) indexed [head, dependent], roots (m, len(ROOT_FEATURES))) for the word
-    impact matrix `matrix` (matrix[i, j]: impact of word j on word i). The diagonal of `arcs` is unused."""
+def arc_features(matrix: np.ndarray, words: list[str], ids: np.ndarray, stats: NgramStats | None,
+                 tags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(arcs (m, m, len(ARC_FEATURES) [+ tag features]) indexed [head, dependent], roots (m, len(ROOT_FEATURES)))
+    for the word impact matrix `matrix` (matrix[i, j]: impact of word j on word i) and, when given, the words'
+    (m, T) tag probabilities. The diagonal of `arcs` is unused."""
     m = len(words)
     starts = np.cumsum([0] + [len(w) for w in words])
     per_word = np.column_stack([word_stats(ids, list(zip(starts[:-1], starts[1:], strict=True)), stats),
@@ -80,7 +139,7 @@ def arc_features(matrix: np.ndarray, words: list[str], ids: np.ndarray,
     right = (head > dependent)[..., None].astype(np.float64)
     of_dependent, of_head = per_word[dependent], per_word[head]
     arcs = np.concatenate([distance, impacts, impacts * right, of_dependent, of_dependent * right,
-                           of_head, of_head * right], axis=-1)
+                           of_head, of_head * right, *([] if tags is None else [tag_features(tags)])], axis=-1)
     roots = np.column_stack([np.ones(m), np.arange(m) == m - 1, per_word[:, 3], per_word[:, 0],
                              np.arange(m) / m, per_word[:, 4]])
     return arcs, roots
@@ -130,5 +189,5 @@ def decode(arcs: np.ndarray, roots: np.ndarray, weights: np.ndarray) -> list[int
 
 
 def learned_heads(matrix: np.ndarray, words: list[str], ids: np.ndarray, stats: NgramStats | None,
-                  weights: np.ndarray) -> list[int]:
-    return decode(*arc_features(matrix, words, ids, stats), weights)
+                  weights: np.ndarray, tags: np.ndarray | None = None) -> list[int]:
+    return decode(*arc_features(matrix, words, ids, stats, tags), weights)

@@ -18,6 +18,7 @@ from training.serving import gather_with_progress, served_task
 class Sentence:
     words: list[str]
     heads: list[int] | None = None
+    tags: list[str] | None = None  # universal POS
 
     @property
     def text(self) -> str:
@@ -25,17 +26,18 @@ class Sentence:
 
 
 def read_conllu(path: Path) -> list[Sentence]:
-    sentences, words, heads = [], [], []
+    sentences, words, heads, tags = [], [], [], []
     for line in Path(path).read_text(encoding="utf-8").splitlines() + [""]:
         if not line.strip():
             if words:
-                sentences.append(Sentence(words, heads))
-            words, heads = [], []
+                sentences.append(Sentence(words, heads, None if "_" in tags else tags))
+            words, heads, tags = [], [], []
         elif not line.startswith("#"):
             cols = line.split("\t")
             if cols[0].isdigit():  # skip multi-word ranges (1-2) and empty nodes (1.1)
                 words.append(cols[1])
                 heads.append(int(cols[6]))
+                tags.append(cols[3])
     return sentences
 
 

@@ -74,10 +74,10 @@ def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
 def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
                 orientation: str, quality: dict, training: dict, weights=None,
                 root_rule: str = "most_affected", center: bool = False, ngrams: Path | None = None,
-                arc_weights: list[float] | None = None) -> Path:
-    """arc_weights: the fitted arc rule for /parse; without it /parse reads the impacts alone (the paper's
-    rule in `orientation`, `root_rule`, `center`)."""
-    from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES
+                arc_weights: list[float] | None = None, tagger=None) -> Path:
+    """arc_weights: the fitted arc rule for /parse, reading the WordTagger `tagger`'s guesses when given;
+    without it /parse reads the impacts alone (the paper's rule in `orientation`, `root_rule`, `center`)."""
+    from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, tag_feature_names
     from app.tasks.segmentation import feature_names, mutual_only
 
     model_dir = models / name
@@ -88,6 +88,9 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
     vocab.save(out / "vocab.txt")
     if ngrams is not None:
         shutil.copyfile(ngrams, out / "ngrams.npz")
+    if tagger is not None:
+        tagger.save(out / "parse_tagger.npz")
+    tag_names = [] if tagger is None else tag_feature_names(tagger.tags)
     hidden = model.config.hidden_size
     limit = model.config.max_position_embeddings - 2
     config = {
@@ -108,7 +111,8 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
                             "(app/tasks/segmentation.py)"},
         "parse": {"max_length": min(limit, 40), "orientation": orientation, "root": root_rule,
                   "center": center,
-                  **({"weights": arc_weights, "features": [*ARC_FEATURES, *ROOT_FEATURES],
+                  **({"tagger": "parse_tagger.npz", "tags": tagger.tags} if tagger is not None else {}),
+                  **({"weights": arc_weights, "features": [*ARC_FEATURES, *tag_names, *ROOT_FEATURES],
                       "rule": "per dependent, softmax over candidate heads and the root of weights . features; "
                               "Eisner over the log-probabilities (app/tasks/parsing.py)"} if arc_weights else {})},
         # CPU: one request already fills the cores, and large padded batches cost more than they share
@@ -158,14 +162,14 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         tuning["segmentation"] = {"data": shown(tune_data), "n": len(sentences),
                                   **{k: v for k, v in seg["best"].items() if k != "weights"},
                                   "rules_best_threshold": seg["table"]}
-    root_rule, center, arc_weights = "most_affected", False, None
+    root_rule, center, arc_weights, tagger = "most_affected", False, None, None
     if orientation is None:
-        sentences = [s for s in tune_sentences if len(s.text) <= 40][: tune_limit or None]
-        parse = tune_parsing(model, vocab, sentences, layer, stats)
+        parse = tune_parsing(model, vocab, tune_sentences[: tune_limit or None], layer, stats)
         orientation, root_rule, center = parse["paper"].values()
-        arc_weights = parse.pop("weights")
+        arc_weights, tagger = parse.pop("weights"), parse.pop("tagger")
         tuning["parsing"] = {"data": f"sentences of at most 40 characters of {shown(tune_data)}: fitted on those "
-                                     "of app/tasks/parsing.py fitting_half, UAS (gold words) on the others",
+                                     "of app/tasks/parsing.py fitting_half, UAS (gold words) on the others; the "
+                                     "tagger on the universal POS of every fitting_half sentence",
                              "layer": layer, **parse}
     training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
     quality: dict = {"probe_tuning": tuning}
@@ -178,7 +182,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
                      "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
     model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, weights,
-                            root_rule, center, ngrams if stats is not None else None, arc_weights)
+                            root_rule, center, ngrams if stats is not None else None, arc_weights, tagger)
     if run and (run / "history.json").exists():
         plot_history(json.loads((run / "history.json").read_text()), model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())

@@ -18,11 +18,13 @@ from app.tasks.parsing import (
     ROOT_FEATURES,
     ROOT_RULES,
     WORD_STATS,
+    WordTagger,
     arc_features,
     arc_log_probs,
     decode,
     dependency_scores,
     fitting_half,
+    word_vectors,
 )
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
 from app.tasks.segmentation import (
@@ -36,7 +38,7 @@ from app.tasks.segmentation import (
 )
 from app.tasks.trees import chain_heads, eisner, uas
 from app.text import CharVocab
-from training.logistic import fit_logistic
+from training.logistic import fit_logistic, fit_softmax
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,41 @@ def layer_impacts(model, vocab: CharVocab, ids: np.ndarray, pairs, batch: int = 
         for layer, hidden in enumerate(out.hidden_states):
             per_layer[layer] += list(hidden.numpy())
     return [impact_matrix(len(ids), impacts(keys, hidden)) for hidden in per_layer]
+
+
+@torch.no_grad()
+def plain_hidden(model, vocab: CharVocab, text: str, layer: int) -> np.ndarray:
+    """(n, H) hidden states at `layer` of the unmasked sentence, as the exported encoder gives them."""
+    row = np.concatenate([[vocab.cls_id], vocab.encode(text), [vocab.sep_id]]).astype(np.int64)
+    return model.bert(torch.from_numpy(row)[None], output_hidden_states=True).hidden_states[layer][0, 1:-1].numpy()
+
+
+def word_spans(words: list[str]) -> list[tuple[int, int]]:
+    starts = np.cumsum([0] + [len(w) for w in words])
+    return list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))
+
+
+def fit_tagger(model, vocab: CharVocab, sentences, layer: int, l2: float = 10.0) -> tuple[WordTagger | None, dict]:
+    """A WordTagger fitted on the gold universal POS of the `fitting_half` sentences (every length the encoder
+    takes), and its word accuracy on the others next to the most frequent tag's; None without both halves."""
+    limit = model.config.max_position_embeddings - 2
+    usable = [s for s in sentences if len(s.text) <= limit]
+    tags = sorted({t for s in usable for t in s.tags})
+    x = {True: [], False: []}
+    y = {True: [], False: []}
+    for s in tqdm(usable, desc="probe tagger", unit="sent"):
+        half = fitting_half(s.text)
+        x[half].append(word_vectors(plain_hidden(model, vocab, s.text, layer), word_spans(s.words)))
+        y[half] += [tags.index(t) for t in s.tags]
+    if not x[True] or not x[False]:
+        return None, {}
+    tagger = WordTagger(tags, *fit_softmax(np.concatenate(x[True]), np.array(y[True]), len(tags), l2))
+    held_x, held_y = np.concatenate(x[False]), np.array(y[False])
+    logits = held_x @ tagger.weights + tagger.bias
+    majority = np.bincount(y[True], minlength=len(tags)).argmax()
+    return tagger, {"fitted_on_words": len(y[True]), "held_out_words": len(held_y),
+                    "held_out_accuracy": round(float((logits.argmax(axis=1) == held_y).mean()), 4),
+                    "most_frequent_tag_accuracy": round(float((held_y == majority).mean()), 4)}
 
 
 def gold_joins(words: list[str], start: int, end: int) -> np.ndarray:
@@ -149,17 +186,22 @@ def arc_rule_subsets(with_stats: bool) -> dict[str, np.ndarray]:
     return subsets
 
 
-def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramStats | None = None) -> dict:
-    """Fit the arc rule at `layer` on the sentences of `fitting_half` and measure UAS (gold words) on the
-    others: the rule and its ablations, the paper's rule in the orientation / root settings best on the
-    fitting half, and the chain baselines. Sentences have .words and .heads."""
-    matrices = []
+def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramStats | None = None,
+                 max_chars: int = 40) -> dict:
+    """Fit the arc rule at `layer` on the sentences of `fitting_half` (of at most `max_chars` characters) and
+    measure UAS (gold words) on the others: the rule and its ablations, the paper's rule in the orientation /
+    root settings best on the fitting half, and the chain baselines. Sentences have .words and .heads, and when
+    they have .tags (universal POS) a WordTagger is fitted too and the rule also reads its guesses."""
+    tagger, tagging = fit_tagger(model, vocab, sentences, layer) if all(s.tags for s in sentences) else (None, None)
+    sentences = [s for s in sentences if len(s.text) <= max_chars]
+    matrices, tag_probs = [], []
     for sent in tqdm(sentences, desc="probe parsing", unit="sent"):
-        text = "".join(sent.words)
-        chars = layer_impacts(model, vocab, vocab.encode(text), all_pairs(len(text)))[layer]
-        starts = np.cumsum([0] + [len(w) for w in sent.words])
-        matrices.append(word_matrix(chars, list(zip(starts[:-1], starts[1:], strict=True))))
-    fit = [fitting_half("".join(s.words)) for s in sentences]
+        ids = vocab.encode(sent.text)
+        chars = layer_impacts(model, vocab, ids, all_pairs(len(ids)))[layer]
+        matrices.append(word_matrix(chars, word_spans(sent.words)))
+        if tagger is not None:
+            tag_probs.append(tagger.probs(plain_hidden(model, vocab, sent.text, layer), word_spans(sent.words)))
+    fit = [fitting_half(s.text) for s in sentences]
     held = [s for s, f in zip(sentences, fit, strict=True) if not f]
     gold = [s.heads for s in held]
     rows = {"right_chain": uas(gold, [chain_heads(len(s.words), "right") for s in held]),
@@ -172,15 +214,27 @@ def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramSta
     settings = max(itertools.product(("head_moves_dependent", "dependent_moves_head"), ROOT_RULES, (False, True)),
                    key=lambda k: paper(k, True))
     rows[f"paper ({', '.join(map(str, settings))})"] = paper(settings, False)
-    features = [arc_features(m, s.words, vocab.encode("".join(s.words)), stats)
-                for s, m in zip(sentences, matrices, strict=True)]
-    train = [(*x, s.heads) for x, s, f in zip(features, sentences, fit, strict=True) if f]
-    weights = {}
-    for rule, keep in arc_rule_subsets(stats is not None).items():
-        weights[rule] = fit_arc_rule(train, keep)
-        rows[rule] = uas(gold, [decode(*x, weights[rule]) for x, f in zip(features, fit, strict=True) if not f])
+
+    def fit_and_measure(rule: str, features: list, keep: np.ndarray) -> np.ndarray:
+        train = [(*x, s.heads) for x, s, f in zip(features, sentences, fit, strict=True) if f]
+        weights = fit_arc_rule(train, keep)
+        rows[rule] = uas(gold, [decode(*x, weights) for x, f in zip(features, fit, strict=True) if not f])
+        return weights
+
+    features = [arc_features(m, s.words, vocab.encode(s.text), stats) for s, m in zip(sentences, matrices, strict=True)]
+    subsets = arc_rule_subsets(stats is not None)
+    weights = {rule: fit_and_measure(rule, features, keep) for rule, keep in subsets.items()}
+    if tagger is not None:
+        tagged = [arc_features(m, s.words, vocab.encode(s.text), stats, t)
+                  for s, m, t in zip(sentences, matrices, tag_probs, strict=True)]
+        with_tags = {rule: np.r_[keep[:len(ARC_FEATURES)], np.ones(tagged[0][0].shape[-1] - len(ARC_FEATURES), bool),
+                                 keep[len(ARC_FEATURES):]] for rule, keep in subsets.items()}
+        weights["all+tags"] = fit_and_measure("all+tags", tagged, with_tags["all" if stats is not None else
+                                                                             "structure+impacts"])
+        if stats is not None:  # what the impacts still add once the rule knows word classes
+            fit_and_measure("structure+statistics+tags", tagged, with_tags["structure+statistics"])
     log.info("parsing, UAS on the held-out half: %s", rows)
-    best = "all" if stats is not None else "structure+impacts"
-    return {"weights": [round(float(w), 6) for w in weights[best]], "rule": best,
-            "paper": dict(zip(("orientation", "root", "center"), settings, strict=True)),
-            "fitted_on": len(train), "held_out": len(held), "uas_held_out": rows}
+    best = "all+tags" if tagger is not None else "all" if stats is not None else "structure+impacts"
+    return {"weights": [round(float(w), 6) for w in weights[best]], "rule": best, "tagger": tagger,
+            "tagging": tagging, "paper": dict(zip(("orientation", "root", "center"), settings, strict=True)),
+            "fitted_on": sum(fit), "held_out": len(held), "uas_held_out": rows}

@@ -22,7 +22,7 @@ async def segment(body: SegmentRequest, deadline: DeadlineDep, task: MLMTask) ->
 
 @router.post("/parse", response_model=ParseResponse, responses=ERRORS)
 async def parse(body: ParseRequest, deadline: DeadlineDep, task: MLMTask) -> dict:
-    """Dependency heads (Eisner over arc scores from the word impacts, distance and corpus statistics) and a
-    constituency tree (top-down split of the impact matrix)."""
+    """Dependency heads (Eisner over arc scores from the word impacts, distance, corpus statistics and the
+    words' guessed POS classes) and a constituency tree (top-down split of the impact matrix)."""
     result = await task.parse(body.text, body.words, deadline)
     return {"model": task.model.name, "version": task.model.version, **result}
