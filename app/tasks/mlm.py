@@ -22,6 +22,7 @@ from app.tasks.parsing import (
     dependency_scores,
     learned_heads,
     tag_feature_names,
+    word_spans,
 )
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
 from app.tasks.segmentation import clauses, feature_names, gap_features, words_from_scores
@@ -104,8 +105,7 @@ class PerturbedMaskingTask:
         sentence = "".join(words)
         self._check(sentence, "text", self.parse_max_length)
         ids = self.vocab.encode(sentence)
-        starts = np.cumsum([0] + [len(w) for w in words])
-        spans = list(zip(starts[:-1], starts[1:], strict=True))
+        spans = word_spans(words)
         tags = None
         if self.tagger is None:
             chars = await self.impacts(ids, all_pairs(len(sentence)), deadline)

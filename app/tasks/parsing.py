@@ -65,6 +65,12 @@ class WordTagger:
         return p / p.sum(axis=1, keepdims=True)
 
 
+def word_spans(words: list[str]) -> list[tuple[int, int]]:
+    """[start, end) character offsets of each word in "".join(words)."""
+    starts = np.cumsum([0] + [len(w) for w in words]).tolist()
+    return list(zip(starts[:-1], starts[1:], strict=True))
+
+
 def word_vectors(hidden: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     """(words, 2H): the mean of each word's character vectors, then its last character's (the head
     character of most Chinese words)."""
@@ -125,8 +131,7 @@ def arc_features(matrix: np.ndarray, words: list[str], ids: np.ndarray, stats: N
     for the word impact matrix `matrix` (matrix[i, j]: impact of word j on word i) and, when given, the words'
     (m, T) tag probabilities. The diagonal of `arcs` is unused."""
     m = len(words)
-    starts = np.cumsum([0] + [len(w) for w in words])
-    per_word = np.column_stack([word_stats(ids, list(zip(starts[:-1], starts[1:], strict=True)), stats),
+    per_word = np.column_stack([word_stats(ids, word_spans(words), stats),
                                 [is_punct(w) for w in words], [len(w) == 1 for w in words]]).astype(np.float64)
     head, dependent = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
     distance = np.eye(len(DISTANCE_NAMES))[np.digitize(head - dependent, DISTANCE_EDGES)]

@@ -24,6 +24,7 @@ from app.tasks.parsing import (
     decode,
     dependency_scores,
     fitting_half,
+    word_spans,
     word_vectors,
 )
 from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
@@ -62,11 +63,6 @@ def plain_hidden(model, vocab: CharVocab, text: str, layer: int) -> np.ndarray:
     """(n, H) hidden states at `layer` of the unmasked sentence, as the exported encoder gives them."""
     row = np.concatenate([[vocab.cls_id], vocab.encode(text), [vocab.sep_id]]).astype(np.int64)
     return model.bert(torch.from_numpy(row)[None], output_hidden_states=True).hidden_states[layer][0, 1:-1].numpy()
-
-
-def word_spans(words: list[str]) -> list[tuple[int, int]]:
-    starts = np.cumsum([0] + [len(w) for w in words])
-    return list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))
 
 
 def fit_tagger(model, vocab: CharVocab, sentences, layer: int, l2: float = 10.0) -> tuple[WordTagger | None, dict]:
@@ -194,10 +190,10 @@ def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramSta
     they have .tags (universal POS) a WordTagger is fitted too and the rule also reads its guesses."""
     tagger, tagging = fit_tagger(model, vocab, sentences, layer) if all(s.tags for s in sentences) else (None, None)
     sentences = [s for s in sentences if len(s.text) <= max_chars]
+    ids = [vocab.encode(s.text) for s in sentences]
     matrices, tag_probs = [], []
-    for sent in tqdm(sentences, desc="probe parsing", unit="sent"):
-        ids = vocab.encode(sent.text)
-        chars = layer_impacts(model, vocab, ids, all_pairs(len(ids)))[layer]
+    for sent, sent_ids in tqdm(list(zip(sentences, ids, strict=True)), desc="probe parsing", unit="sent"):
+        chars = layer_impacts(model, vocab, sent_ids, all_pairs(len(sent_ids)))[layer]
         matrices.append(word_matrix(chars, word_spans(sent.words)))
         if tagger is not None:
             tag_probs.append(tagger.probs(plain_hidden(model, vocab, sent.text, layer), word_spans(sent.words)))
@@ -221,18 +217,22 @@ def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramSta
         rows[rule] = uas(gold, [decode(*x, weights) for x, f in zip(features, fit, strict=True) if not f])
         return weights
 
-    features = [arc_features(m, s.words, vocab.encode(s.text), stats) for s, m in zip(sentences, matrices, strict=True)]
+    features = [arc_features(m, s.words, i, stats) for s, i, m in zip(sentences, ids, matrices, strict=True)]
     subsets = arc_rule_subsets(stats is not None)
     weights = {rule: fit_and_measure(rule, features, keep) for rule, keep in subsets.items()}
     if tagger is not None:
-        tagged = [arc_features(m, s.words, vocab.encode(s.text), stats, t)
-                  for s, m, t in zip(sentences, matrices, tag_probs, strict=True)]
-        with_tags = {rule: np.r_[keep[:len(ARC_FEATURES)], np.ones(tagged[0][0].shape[-1] - len(ARC_FEATURES), bool),
-                                 keep[len(ARC_FEATURES):]] for rule, keep in subsets.items()}
-        weights["all+tags"] = fit_and_measure("all+tags", tagged, with_tags["all" if stats is not None else
-                                                                             "structure+impacts"])
+        tagged = [arc_features(m, s.words, i, stats, t)
+                  for s, i, m, t in zip(sentences, ids, matrices, tag_probs, strict=True)]
+        n_tag = tagged[0][0].shape[-1] - len(ARC_FEATURES)
+
+        def with_tags(rule: str) -> np.ndarray:  # the ablation's mask, every tag feature kept
+            keep = subsets[rule]
+            return np.r_[keep[:len(ARC_FEATURES)], np.ones(n_tag, bool), keep[len(ARC_FEATURES):]]
+
+        weights["all+tags"] = fit_and_measure("all+tags", tagged, with_tags("all" if stats is not None
+                                                                            else "structure+impacts"))
         if stats is not None:  # what the impacts still add once the rule knows word classes
-            fit_and_measure("structure+statistics+tags", tagged, with_tags["structure+statistics"])
+            fit_and_measure("structure+statistics+tags", tagged, with_tags("structure+statistics"))
     log.info("parsing, UAS on the held-out half: %s", rows)
     best = "all+tags" if tagger is not None else "all" if stats is not None else "structure+impacts"
     return {"weights": [round(float(w), 6) for w in weights[best]], "rule": best, "tagger": tagger,
