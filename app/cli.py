@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N records")
     p.add_argument("--split", choices=["train", "dev", "test"], default=None,
                    help="only records of this split of the project's md5 split (extract: of the text; "
-                        "math: of the problem id, dev and test shares of Ape210K valid)")
+                        "qa: of the question id; math: of the problem id, dev and test shares of Ape210K valid)")
     p.add_argument("--words", default=None, help="segment: training word list, for OOV recall")
     p.add_argument("--models", default=None)
     p.set_defaults(func=_eval)

@@ -81,9 +81,19 @@ def train_main(task: str, argv: list[str]) -> None:
         p = argparse.ArgumentParser(prog="zhserve train math",
                                     description="fine-tune the project's BERT as a UniLM seq2seq math solver")
         train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
+    elif task == "qa":
+        import logging
+
+        from training.qa.train import CMRC_TRAIN, RECIPES, TrainConfig, train
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model")
+        p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="SQuAD/CMRC JSON (our split by id)")
+        p.add_argument("--out", default=str(RUNS / "qa"))
+        train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
     else:
         raise SystemExit(f"zhserve train: unknown task {task!r} "
-                         "(known: embeddings, ngrams, extract, mlm, math, math-reranker)")
+                         "(known: embeddings, ngrams, extract, mlm, math, math-reranker, qa)")
 
 
 def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
@@ -109,8 +119,10 @@ def export_main(task: str, argv: list[str]) -> None:
         return _export_mlm(argv)
     if task == "math":
         return _export_math(argv)
+    if task == "qa":
+        return _export_qa(argv)
     if task != "extract":
-        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract, mlm, math)")
+        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract, qa, mlm, math)")
     p = argparse.ArgumentParser(prog="zhserve export extract",
                                 description="tune thresholds, export ONNX, write model.json")
     p.add_argument("--run", default=str(RUNS / "extract"), help="training output folder")
@@ -120,6 +132,25 @@ def export_main(task: str, argv: list[str]) -> None:
     p.add_argument("--command", default="", help="training command to record in model.json")
     a = p.parse_args(argv)
     from training.extract.export import export
+
+    export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
+
+
+def _export_qa(argv: list[str]) -> None:
+    import logging
+
+    from training.qa.train import CMRC_TRAIN
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = argparse.ArgumentParser(prog="zhserve export qa",
+                                description="tune the no-answer threshold, measure, export ONNX, write model.json")
+    p.add_argument("--run", default=str(RUNS / "qa"), help="training output folder")
+    p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--name", default="qa")
+    p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="the training data (its dev split is used)")
+    p.add_argument("--command", default="", help="training command to record in model.json")
+    a = p.parse_args(argv)
+    from training.qa.export import export
 
     export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
 
@@ -201,9 +232,13 @@ def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: 
         from training.math.evaluate import evaluate_served as evaluate_math
 
         return evaluate_math(data, models, limit, split)
+    if task == "qa":
+        from training.qa.evaluate import evaluate_served as evaluate_qa
+
+        return evaluate_qa(data, models, limit, split)
     if task == "explain":  # /explain on the extract model: completeness and faithfulness of its attributions
         from training.extract.explain_eval import evaluate_explain
 
         return evaluate_explain(data, models, limit or 100, split)
     raise SystemExit(f"zhserve eval: task {task!r} has no model yet "
-                     "(available: extract, segment, parse, explain, math)")
+                     "(available: extract, qa, segment, parse, explain, math)")

@@ -12,7 +12,7 @@ from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from app import __version__
 from app.api import errors
 from app.api.middleware import BodyLimit, RequestMetrics
-from app.api.routes import explain, extract, math, mlm, system, v2
+from app.api.routes import explain, extract, math, mlm, qa, system, v2
 from app.runtime.batcher import BatchLimits
 from app.runtime.metrics import Metrics
 from app.runtime.repository import ModelHandle, ModelRepository
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
                                            BatchLimits(), settings.batching_overrides())
     errors.install(app)
-    for router in (extract.router, math.router, mlm.router, explain.router, system.router, v2.router):
+    for router in (extract.router, qa.router, math.router, mlm.router, explain.router, system.router, v2.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 413s included

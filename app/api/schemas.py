@@ -126,6 +126,50 @@ class SolveMathResponse(BaseModel):
     candidates: list[MathCandidate]
 
 
+# -- /qa ------------------------------------------------------------------------------------
+
+class QARequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "《流浪地球》的导演是谁？", "passage": "《流浪地球》是由郭帆执导的科幻电影，于2019年上映。"},
+        {"question": "能把太阳的七种颜色全部吸收的物体呈什么颜色", "passages": [
+            "物体把太阳光的七种颜色全部吸收，就没有反射光，因此物体是黑色。", "白色的物体反射所有颜色的光。"]}]})
+
+    question: StrictStr = Field(description="the question (limit: the qa model's reading.question_length)")
+    passage: StrictStr | None = Field(None, description="one passage (any length up to the model's max_length: "
+                                                        "long passages are read in overlapping windows)")
+    passages: list[StrictStr] | None = Field(None, description="several passages: answers are voted across them",
+                                             min_length=1)
+    top_k: int = Field(5, ge=1, le=20, description="candidates returned")
+
+    @model_validator(mode="after")
+    def one_of(self) -> QARequest:
+        if (self.passage is None) == (self.passages is None):
+            raise ValueError("give exactly one of `passage` or `passages`")
+        return self
+
+    def all_passages(self) -> list[str]:
+        return [self.passage] if self.passage is not None else list(self.passages or [])
+
+
+class QACandidate(BaseModel):
+    answer: str
+    score: float = Field(description="P(start) * P(end) of the span, summed over the passages that give it")
+    passage_index: int = Field(description="the passage of its best span")
+    span: list[int] = Field(description="[start, end) character offsets into that passage")
+
+
+class QAResponse(BaseModel):
+    model: str
+    version: str | None
+    answer: str | None = Field(description="null: no passage answers the question (best score not above "
+                                           "no_answer_threshold)")
+    score: float = Field(description="the best candidate's score")
+    passage_index: int | None
+    span: list[int] | None
+    no_answer_threshold: float
+    candidates: list[QACandidate] = Field(description="best first, even when the answer is null")
+
+
 # -- /explain -------------------------------------------------------------------------------
 
 class ExplainRequest(BaseModel):

@@ -8,10 +8,11 @@ from app.runtime.repository import FAILED, ModelHandle, ModelRepository
 from app.tasks.extract import ExtractTask
 from app.tasks.math import MathTask
 from app.tasks.mlm import PerturbedMaskingTask
+from app.tasks.qa import QATask
 
 log = logging.getLogger(__name__)
 
-TASKS = {"extract": ExtractTask, "math": MathTask, "mlm": PerturbedMaskingTask}
+TASKS = {"extract": ExtractTask, "math": MathTask, "mlm": PerturbedMaskingTask, "qa": QATask}
 
 
 def load_task(repo: ModelRepository, handle: ModelHandle):

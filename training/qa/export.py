@@ -1,0 +1,191 @@
+"""Best reader checkpoint -> no-answer threshold, dev/test quality, ONNX, model.json.
+
+The graph: question_ids (B, 64) and passage_ids (B, T) -> probs (B, T, 2), sigmoid start/end pointers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.text import CharVocab
+from training.paths import DATA
+from training.plots import plot_curve
+from training.qa.data import Question, load, split_of
+from training.qa.evaluate import TorchReader, best_answers, question_ids, score
+from training.qa.model import DGCNNReader, ReaderConfig, ReaderStage
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 20_000  # characters per passage; read in windows, so only a bound on one request's work
+MAX_PASSAGES = 16
+CMRC_TRIAL = DATA / "qa" / "cmrc2018" / "trial.json"
+SAMPLES = [DATA / "qa" / "webqa_sogou_samples" / "WebQA_sample.json",
+           DATA / "qa" / "webqa_sogou_samples" / "SogouQA_sample.json"]
+
+
+def load_reader(checkpoint: Path) -> tuple[DGCNNReader, dict]:
+    """The net with any frozen pretrained table folded into its trainable embedding (exact: both are
+    lookups by the same id), and the checkpoint's reading settings."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = ReaderConfig(**ckpt["config"])
+    net = DGCNNReader(config)
+    net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    if config.pretrained_dim:
+        folded = DGCNNReader(ReaderConfig(**{**config.to_dict(), "pretrained_dim": 0}))
+        state = {k: v for k, v in net.state_dict().items() if not k.startswith("pretrained")}
+        with torch.no_grad():
+            state["embed.weight"] = net.embed.weight + net.pretrained_proj(net.pretrained.weight)
+        folded.load_state_dict(state)
+        net = folded
+    reading = {k: ckpt[k] for k in ("window", "stride", "max_answer")}
+    return net.eval(), reading
+
+
+def unanswerable(questions: list[Question], seed: int = 0) -> list[Question]:
+    """Each question paired with another question's passage (a different one): no answer expected."""
+    rng = random.Random(seed)
+    passages = list(dict.fromkeys(q.passages[0] for q in questions))
+    out = []
+    for q in questions:
+        other = rng.choice(passages)
+        while other == q.passages[0] and len(passages) > 1:
+            other = rng.choice(passages)
+        out.append(Question(q.id + "-unanswerable", q.question, [other], [[]]))
+    return out
+
+
+def tune_threshold(reader: TorchReader, dev: list[Question]) -> tuple[float, dict]:
+    """The no-answer threshold with the best mean F1 over dev questions with their own passage and the same
+    questions with another passage (half the cases have no answer)."""
+    mixed = dev + unanswerable(dev)
+    candidates = reader.candidates(mixed)
+    golds = [q.gold for q in mixed]
+    scores = sorted({round(c[0].score, 4) for c in candidates if c})
+    grid = [0.0] + [scores[int(i * (len(scores) - 1) / 100)] for i in range(101)]
+    results = {t: score(best_answers(candidates, t), golds) for t in grid}
+    best = max(grid, key=lambda t: results[t]["f1"])
+    n = len(dev)
+    answerable = score(best_answers(candidates[:n], best), golds[:n])
+    refused = sum(a is None for a in best_answers(candidates[n:], best)) / max(1, n)
+    return best, {"mixed": results[best], "answerable": answerable, "unanswerable_refused": round(refused, 4)}
+
+
+def export_onnx(net: DGCNNReader, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("seq", min=2, max=net.config.max_len)
+    q = torch.randint(5, net.config.vocab_size, (3, net.config.question_length))
+    p = torch.randint(5, net.config.vocab_size, (3, 17))
+    torch.onnx.export(ReaderStage(net).eval(), (q, p), path, dynamo=True, external_data=False,
+                      input_names=["question_ids", "passage_ids"], output_names=["probs"],
+                      dynamic_shapes={"question_ids": {0: batch}, "passage_ids": {0: batch, 1: seq}}, verbose=False)
+
+
+def parity(net: DGCNNReader, path: Path, vocab: CharVocab, questions: list[Question], window: int) -> float:
+    import onnxruntime as ort
+
+    texts = [q.passages[0][:window] for q in questions]
+    qs = np.stack([question_ids(vocab, q.question, net.config.question_length) for q in questions])
+    ps = np.zeros((len(texts), max(len(t) for t in texts)), np.int64)
+    for i, t in enumerate(texts):
+        ps[i, : len(t)] = vocab.encode(t)
+    with torch.no_grad():
+        ref = torch.sigmoid(net(torch.from_numpy(qs), torch.from_numpy(ps))).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (probs,) = session.run(None, {"question_ids": qs, "passage_ids": ps})
+    mask = ps > 0
+    return float(np.abs(probs - ref)[mask].max())
+
+
+def export(run: Path, models: Path, name: str, data: list[Path], command: str = "", limit: int = 0) -> Path:
+    """`limit`: measure on the first N dev and test questions only (quick checks)."""
+    vocab = CharVocab.load(run / "vocab.txt")
+    net, reading = load_reader(run / "best.pt")
+    reader = TorchReader(net, vocab, reading["window"], reading["stride"], reading["max_answer"])
+    dev = [q for path in data for q in load(path) if split_of(q.id) == "dev" and q.gold][: limit or None]
+    threshold, tuning = tune_threshold(reader, dev)
+    log.info("no-answer threshold %.4f: %s", threshold, tuning)
+    dev_always = score(best_answers(reader.candidates(dev)), [q.gold for q in dev])
+    test = load(CMRC_TRIAL)[: limit or None]
+    test_candidates = reader.candidates(test)
+    test_scores = score(best_answers(test_candidates, threshold), [q.gold for q in test])
+    test_always = score(best_answers(test_candidates), [q.gold for q in test])
+    log.info("CMRC 2018 trial: %s (always answering: %s)", test_scores, test_always)
+    samples = {}
+    for path in SAMPLES:
+        if path.exists():
+            qs = load(path)
+            samples[path.stem] = {"n": len(qs), **score(best_answers(reader.candidates(qs), threshold),
+                                                          [q.gold for q in qs])}
+    log.info("multi-passage samples: %s", samples)
+
+    model_dir = models / name
+    out_dir = model_dir / "1"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export_onnx(net, out_dir / "reader.onnx")
+    shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
+    max_diff = parity(net, out_dir / "reader.onnx", vocab, test[:16], reading["window"])
+    log.info("onnx parity: max abs diff %.2e", max_diff)
+
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
+    recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
+    for key in ("data", "out", "embeddings"):  # paths as the data README names them, not this machine's
+        if isinstance(recipe.get(key), str):
+            recipe[key] = str(Path(*Path(recipe[key]).parts[-3:]))
+        elif isinstance(recipe.get(key), list):
+            recipe[key] = [str(Path(*Path(p).parts[-3:])) for p in recipe[key]]
+    if history:
+        plot_curve(model_dir / "training_curve.png", [h["epoch"] for h in history], [h["loss"] for h in history],
+                   [h.get("f1", float("nan")) for h in history], "epoch", "training loss",
+                   "dev F1 (400 questions)", "DGCNN reader: training loss and dev F1", (0, 1))
+    data_names = [str(Path(*p.parts[-3:])) for p in data]
+    f32, i64 = "float32", "int64"
+    config = {
+        "name": name,
+        "task": "qa",
+        "description": "DGCNN reading comprehension: question + passage windows -> start/end pointers, "
+                       "answers voted across passages, no-answer by threshold",
+        "vocab": "vocab.txt",
+        "max_length": MAX_LENGTH,
+        "architecture": net.config.to_dict(),
+        "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold,
+                    "max_passages": MAX_PASSAGES},
+        # Windows are 256 characters: a handful per batch keeps padding and per-batch latency small on CPU.
+        "batching": {"max_batch_size": 32, "max_batch_tokens": 4096, "max_queue_delay_ms": 2.0},
+        "stages": {"reader": {"file": "reader.onnx",
+                              "inputs": {"passage_ids": {"dtype": i64, "shape": ["batch", "seq"]},
+                                         "question_ids": {"dtype": i64,
+                                                          "shape": ["batch", net.config.question_length]}},
+                              "outputs": {"probs": {"dtype": f32, "shape": ["batch", "seq", 2]}}}},
+        "quality": {
+            "split": "test: CMRC 2018 trial set (1,002 questions; never trained on)",
+            "n": len(test), **test_scores,
+            "always_answering": test_always,
+            "metric": "CMRC 2018 EM and F1 (punctuation removed, Chinese characters one token each, F1 from the "
+                      "longest common subsequence, best over the gold answers); null answers score 0",
+            "command": "zhserve eval qa --data ../shared/data/qa/cmrc2018/trial.json",
+            "dev": {"n": len(dev), "split": "10% of CMRC 2018 train by md5(question id)", **dev_always,
+                    "no_answer_tuning": tuning},
+            "multi_passage_samples": samples,
+            "onnx_parity_max_abs_diff": max_diff,
+        },
+        "training": {
+            "data": data_names,
+            "split": "train: 90% of the questions by md5(id); dev: 10% (checkpoints, no-answer threshold)",
+            "command": command,
+            "recipe": recipe,
+            "epochs_run": len(history),
+            "best_dev_during_training": max(history, key=lambda h: h.get("em", 0) + h.get("f1", 0), default=None),
+            "embeddings": "word2vec skip-gram character vectors trained on ../shared/data/corpus "
+                          "(zhserve train embeddings)",
+        },
+    }
+    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return model_dir

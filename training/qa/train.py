@@ -1,0 +1,201 @@
+"""Training loop for the DGCNN reader: one passage window per question per step (the answer inside it,
+or, for a share of steps, a window without it so that the pointers learn to stay low: "no answer"),
+EMA weights, checkpoint selection on dev EM + F1. Resumable from its last checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from app.text import CharVocab
+from training.paths import DATA, RUNS
+from training.qa.data import Question, answer_spans, load, split_of
+from training.qa.evaluate import TorchReader, evaluate_torch, question_ids
+from training.qa.model import DGCNNReader, ReaderConfig
+
+log = logging.getLogger(__name__)
+
+CMRC_TRAIN = DATA / "qa" / "cmrc2018" / "train.json"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    embeddings: str | None = None  # folder with vocab.txt + char_vectors.npy (training/embeddings.py)
+    hidden: int = 128
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    window: int = 256  # passage characters per row; serving reads longer passages in overlapping windows
+    stride: int = 192  # window - stride >= max_answer, so every answer fits whole in some window
+    max_answer: int = 64
+    negatives: float = 0.25  # share of rows whose window does not hold the answer
+    max_minutes: float = 0.0
+    eval_questions: int = 400  # dev questions scored after each epoch
+    seed: int = 1
+    threads: int = 0
+    limit: int = 0  # use only the first N training questions (tests)
+
+
+RECIPES = {
+    # 2 CPU cores, about 75 minutes: the shipped model.
+    "cpu": {"hidden": 128, "epochs": 30, "max_minutes": 75.0, "threads": 2, "embeddings": str(RUNS / "embeddings")},
+    # One GPU: wider, longer windows, trained to convergence.
+    "gpu": {"hidden": 256, "epochs": 60, "window": 384, "stride": 256, "batch_size": 128, "max_minutes": 0.0,
+            "embeddings": str(RUNS / "embeddings")},
+}
+
+
+@dataclass
+class Sample:
+    question: Question
+    spans: list[tuple[int, int]]  # [start, end) of the answers in passage 0
+
+
+def samples(questions: list[Question]) -> list[Sample]:
+    out = []
+    for q in questions:
+        spans = [s for s in answer_spans(q.passages[0], q.answers[0], q.starts) if s[1] > s[0]]
+        if spans:
+            out.append(Sample(q, spans))
+    return out
+
+
+def choose_window(sample: Sample, others: list[Sample], cfg: TrainConfig, rng: random.Random) -> tuple[str, list]:
+    """A window of the passage holding an answer, or (cfg.negatives of the time) one without any: half of
+    those from the same passage where it is long enough, the rest from another question's passage."""
+    passage = sample.question.passages[0]
+    W = cfg.window
+    fitting = [s for s in sample.spans if s[1] - s[0] <= W]
+    if fitting and rng.random() >= cfg.negatives:
+        start, end = rng.choice(fitting)
+        offset = rng.randint(max(0, end - W), min(start, max(0, len(passage) - W)))
+    elif len(passage) > W and rng.random() < 0.5:
+        offset = rng.randint(0, len(passage) - W)
+    else:
+        other = rng.choice(others).question.passages[0]
+        if other == passage:
+            return passage[:0], []
+        offset = rng.randint(0, max(0, len(other) - W))
+        return other[offset : offset + W], []
+    text = passage[offset : offset + W]
+    inside = [(s - offset, e - offset) for s, e in sample.spans if s >= offset and e <= offset + W]
+    return text, inside
+
+
+def tensors(batch: list[Sample], others: list[Sample], vocab: CharVocab, cfg: TrainConfig, question_length: int,
+            rng: random.Random):
+    chosen = [choose_window(s, others, cfg, rng) for s in batch]
+    T = max(1, max(len(t) for t, _ in chosen))
+    q_ids = np.stack([question_ids(vocab, s.question.question, question_length) for s in batch])
+    p_ids = np.zeros((len(batch), T), np.int64)
+    target = np.zeros((len(batch), T, 2), np.float32)
+    for b, (text, spans) in enumerate(chosen):
+        p_ids[b, : len(text)] = vocab.encode(text)
+        for s, e in spans:
+            target[b, s, 0] = target[b, e - 1, 1] = 1
+    return torch.from_numpy(q_ids), torch.from_numpy(p_ids), torch.from_numpy(target)
+
+
+def loss_fn(net: DGCNNReader, q_ids, p_ids, target) -> torch.Tensor:
+    mask = (p_ids > 0).float()
+    loss = F.binary_cross_entropy_with_logits(net(q_ids, p_ids), target, reduction="none").sum(-1)
+    return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+
+def train(cfg: TrainConfig) -> Path:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = [q for path in cfg.data for q in load(path)]
+    train_set = samples([q for q in questions if split_of(q.id) == "train"])
+    dev_set = [q for q in questions if split_of(q.id) == "dev" and q.gold]
+    if cfg.limit:
+        train_set, dev_set = train_set[: cfg.limit], dev_set[: max(8, cfg.limit // 8)]
+    dev_set = dev_set[: cfg.eval_questions]
+
+    vectors = None
+    if cfg.embeddings:
+        vocab = CharVocab.load(Path(cfg.embeddings) / "vocab.txt")
+        vectors = np.load(Path(cfg.embeddings) / "char_vectors.npy")
+    else:
+        texts = (t for s in train_set for t in (s.question.question, s.question.passages[0]))
+        vocab = CharVocab.build(texts, min_count=1)
+    vocab.save(out / "vocab.txt")
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    config = ReaderConfig(vocab_size=len(vocab), hidden=cfg.hidden, max_len=max(512, cfg.window),
+                          pretrained_dim=0 if vectors is None else vectors.shape[1])
+    net = DGCNNReader(config)
+    if vectors is not None:
+        net.pretrained.weight.data.copy_(torch.from_numpy(vectors / vectors[5:].std()))
+    ema = copy.deepcopy(net).eval()
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
+    state = {"epoch": 0, "best": -1.0, "history": []}
+    last = out / "last.pt"
+    if last.exists():  # resume
+        ckpt = torch.load(last, weights_only=False)
+        net.load_state_dict(ckpt["net"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        rng.setstate(ckpt["rng"])
+        log.info("resumed at epoch %d (best dev EM+F1 %.4f)", state["epoch"], state["best"])
+
+    started = time.monotonic() - 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
+    log.info("train %d, dev %d questions; %d parameters", len(train_set), len(dev_set),
+             sum(p.numel() for p in net.parameters()))
+    while state["epoch"] < cfg.epochs:
+        net.train()
+        order = sorted(train_set, key=lambda s: rng.random())
+        chunks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        total, steps = 0.0, 0
+        bar = tqdm(chunks, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False, mininterval=5)
+        for chunk in bar:
+            loss = loss_fn(net, *tensors(chunk, train_set, vocab, cfg, config.question_length, rng))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - cfg.ema_decay)
+            total, steps = total + loss.item(), steps + 1
+            bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+        state["epoch"] += 1
+        record = {"epoch": state["epoch"], "loss": total / max(1, steps),
+                  "minutes": round((time.monotonic() - started) / 60, 1)}
+        # Early on the EMA still carries much of the initial weights: score both, keep the better.
+        scores = {name: evaluate_torch(TorchReader(model, vocab, cfg.window, cfg.stride, cfg.max_answer), dev_set)
+                  for name, model in (("ema", ema), ("raw", net))}
+        kind = max(scores, key=lambda k: scores[k]["em"] + scores[k]["f1"])
+        record.update(scores[kind], weights=kind)
+        if record["em"] + record["f1"] > state["best"]:
+            state["best"] = record["em"] + record["f1"]
+            weights = (ema if kind == "ema" else net).state_dict()
+            torch.save({"config": config.to_dict(), "state_dict": weights, "weights": kind,
+                        "window": cfg.window, "stride": cfg.stride, "max_answer": cfg.max_answer}, out / "best.pt")
+        net.train()
+        state["history"].append(record)
+        log.info("%s", json.dumps(record))
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                    "state": state, "rng": rng.getstate(), "config": config.to_dict()}, last)
+        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+        if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
+            log.info("time limit reached after epoch %d", state["epoch"])
+            break
+    return out / "best.pt"
