@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-BENCHES = {"extract": "bench.extract", "segment": "bench.segment", "explain": "bench.explain", "math": "bench.math"}
+BENCHES = {"extract": "bench.extract", "qa": "bench.qa", "segment": "bench.segment", "explain": "bench.explain",
+           "math": "bench.math"}
 
 
 def main(argv: list[str]) -> None:

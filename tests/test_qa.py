@@ -112,6 +112,19 @@ def test_padding_does_not_change_a_windows_pointers():
         assert (net(q, p) - net(q, padded)[:, :9]).abs().max() < 1e-5
 
 
+def test_folding_the_pretrained_table_keeps_the_readers_outputs():
+    from training.extract.export import fold_pretrained
+
+    net = DGCNNReader(ReaderConfig(vocab_size=40, hidden=16, question_length=6, pretrained_dim=8)).eval()
+    torch.nn.init.normal_(net.pretrained.weight)
+    torch.nn.init.normal_(net.pretrained_proj.weight)
+    folded = fold_pretrained(net)
+    assert folded.config.pretrained_dim == 0 and not hasattr(folded, "pretrained")
+    q, p = torch.randint(1, 40, (2, 6)), torch.randint(1, 40, (2, 11))
+    with torch.no_grad():
+        assert (net(q, p) - folded(q, p)).abs().max() < 1e-5
+
+
 @pytest.fixture(scope="module")
 def tiny_qa(tmp_path_factory):
     """A tiny reader trained for 2 epochs on 96 CMRC questions and exported (checks the pipeline, not quality)."""

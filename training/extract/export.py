@@ -21,6 +21,7 @@ from training.extract.data import load_examples, split_of
 from training.extract.evaluate import evaluate_torch, tune_thresholds
 from training.extract.gradient import export_gradient_stage
 from training.extract.model import DGCNNConfig, DGCNNExtractor, ObjectStage, SubjectStage
+from training.paths import portable_recipe, short
 from training.plots import plot_curve
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,13 @@ def load_net(checkpoint: Path) -> DGCNNExtractor:
     return net.eval()
 
 
-def fold_pretrained(net: DGCNNExtractor) -> DGCNNExtractor:
+def fold_pretrained(net):
     """The frozen pretrained table and its projection are one more lookup by the same id: fold them
-    into the trainable embedding (exact), so the exported model carries one table, not two."""
+    into the trainable embedding (exact), so the exported model carries one table, not two. Works for
+    any net built like the DGCNNs here (`embed`, `pretrained`, `pretrained_proj`, a dataclass `config`)."""
     if not net.config.pretrained_dim:
         return net
-    folded = DGCNNExtractor(DGCNNConfig(**{**net.config.to_dict(), "pretrained_dim": 0}))
+    folded = type(net)(type(net.config)(**{**net.config.to_dict(), "pretrained_dim": 0}))
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("pretrained")}
     with torch.no_grad():
         state["embed.weight"] = net.embed.weight + net.pretrained_proj(net.pretrained.weight)
@@ -142,14 +144,10 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
     recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
-    for key in ("data", "schema", "out", "embeddings"):  # paths as the data README names them, not this machine's
-        if isinstance(recipe.get(key), str):
-            recipe[key] = str(Path(*Path(recipe[key]).parts[-3:]))
-        elif isinstance(recipe.get(key), list):
-            recipe[key] = [str(Path(*Path(p).parts[-3:])) for p in recipe[key]]
+    recipe = portable_recipe(recipe, ("data", "schema", "out", "embeddings"))
     if history:
         plot_history(history, model_dir / "training_curve.png")
-    data_names = [str(Path(*p.parts[-3:])) for p in data]
+    data_names = [short(p) for p in data]
     config = {
         "name": name,
         "task": "extract",

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from app.text import CharVocab
-from training.paths import DATA
+from training.extract.export import fold_pretrained
+from training.paths import DATA, portable_recipe, short
 from training.plots import plot_curve
 from training.qa.data import Question, load, split_of
 from training.qa.evaluate import TorchReader, best_answers, question_ids, score
@@ -31,21 +32,13 @@ SAMPLES = [DATA / "qa" / "webqa_sogou_samples" / "WebQA_sample.json",
 
 
 def load_reader(checkpoint: Path) -> tuple[DGCNNReader, dict]:
-    """The net with any frozen pretrained table folded into its trainable embedding (exact: both are
-    lookups by the same id), and the checkpoint's reading settings."""
+    """The net with any frozen pretrained table folded into its trainable embedding, and the checkpoint's
+    reading settings."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    config = ReaderConfig(**ckpt["config"])
-    net = DGCNNReader(config)
+    net = DGCNNReader(ReaderConfig(**ckpt["config"]))
     net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
-    if config.pretrained_dim:
-        folded = DGCNNReader(ReaderConfig(**{**config.to_dict(), "pretrained_dim": 0}))
-        state = {k: v for k, v in net.state_dict().items() if not k.startswith("pretrained")}
-        with torch.no_grad():
-            state["embed.weight"] = net.embed.weight + net.pretrained_proj(net.pretrained.weight)
-        folded.load_state_dict(state)
-        net = folded
     reading = {k: ckpt[k] for k in ("window", "stride", "max_answer")}
-    return net.eval(), reading
+    return fold_pretrained(net).eval(), reading
 
 
 def unanswerable(questions: list[Question], seed: int = 0) -> list[Question]:
@@ -136,16 +129,12 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
     recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
-    for key in ("data", "out", "embeddings"):  # paths as the data README names them, not this machine's
-        if isinstance(recipe.get(key), str):
-            recipe[key] = str(Path(*Path(recipe[key]).parts[-3:]))
-        elif isinstance(recipe.get(key), list):
-            recipe[key] = [str(Path(*Path(p).parts[-3:])) for p in recipe[key]]
+    recipe = portable_recipe(recipe, ("data", "out", "embeddings"))
     if history:
         plot_curve(model_dir / "training_curve.png", [h["epoch"] for h in history], [h["loss"] for h in history],
                    [h.get("f1", float("nan")) for h in history], "epoch", "training loss",
                    "dev F1 (400 questions)", "DGCNN reader: training loss and dev F1", (0, 1))
-    data_names = [str(Path(*p.parts[-3:])) for p in data]
+    data_names = [short(p) for p in data]
     f32, i64 = "float32", "int64"
     config = {
         "name": name,
