@@ -176,7 +176,7 @@ def test_qa_answers_with_spans_into_the_passages(qa_client):
     ({"question": "问" * 65, "passage": "文章"}, "question"),
     ({"question": "问题", "passage": "文章", "passages": ["文章"]}, "passage"),
     ({"question": "问题"}, "passage"),
-    ({"question": "问题", "passages": ["文章"] * 17}, "passages"),
+    ({"question": "问题", "passages": ["文章"] * 33}, "passages"),
     ({"question": "问题", "passages": ["文章", " "]}, "passages[1]"),
     ({"question": "问题", "passage": 3}, "passage"),
 ])

@@ -1,5 +1,5 @@
-"""The models shipped in models/ serve real answers: triples from sentences and answers to math problems
-written for this test."""
+"""The models shipped in models/ serve real answers: triples from sentences, answers to math problems and
+reading-comprehension questions written for this test."""
 
 import json
 from pathlib import Path
@@ -101,3 +101,51 @@ def test_shipped_segmenter_records_its_quality():
     segment = config["quality"]["segment"]
     assert segment["n"] > 0 and 0 < segment["f1"] <= 1 and "pku_test_gold" in segment["command"]
     assert config["segment"]["ngrams"] == "ngrams.npz" and (MODELS / "mlm" / "1" / "ngrams.npz").exists()
+
+
+NOVEL = "《星河彼岸》是作家林远舟创作的一部长篇小说，2015年由江南文艺出版社出版，讲述了一个海边小镇的故事。"
+TOWN = "青石镇位于云溪县东部，距县城约二十公里。全镇面积86平方公里，人口约3.2万，以种植茶叶为主。"
+DIRECTOR = "陈默，1978年出生于湖南长沙，中国内地导演、编剧，毕业于北京电影学院导演系。"
+BRIDGE = "云溪大桥于2009年建成通车，全长1260米，是连接云溪县南北两岸的主要通道。"
+ACTRESS = "李青，女，1990年生，毕业于上海戏剧学院表演系，2012年凭借电视剧《春归》出道。"
+QA_CASES = [  # written for this test, none from a dataset
+    ("《星河彼岸》的作者是谁？", NOVEL, "林远舟"),
+    ("青石镇的面积是多少？", TOWN, "86平方公里"),
+    ("青石镇以种植什么为主？", TOWN, "茶叶"),
+    ("陈默是哪一年出生的？", DIRECTOR, "1978年"),
+    ("云溪大桥全长多少米？", BRIDGE, "1260米"),
+    ("云溪大桥是哪一年建成通车的？", BRIDGE, "2009年"),
+    ("李青毕业于哪所大学？", ACTRESS, "上海戏剧学院"),
+    ("林远舟的小说由哪家出版社出版？", NOVEL, "江南文艺出版社"),
+]
+QA_RIGHT = 5  # the shipped reader answered 6 exactly (the last two with a word too many) when this was written
+
+
+def test_shipped_reader_answers_questions_written_for_the_test(client):
+    assert wait_ready(client)["models"]["qa"] == "ready"
+    answers = [client.post("/qa", json={"question": q, "passage": p}).json()["answer"] for q, p, _ in QA_CASES]
+    right = sum(a == e for a, (_, _, e) in zip(answers, QA_CASES, strict=True))
+    assert right >= QA_RIGHT, list(zip(answers, QA_CASES, strict=True))
+
+
+def test_shipped_reader_says_no_answer_when_the_passage_has_none(client):
+    for question, passage in [("青石镇的面积是多少？", NOVEL), ("陈默是哪一年出生的？", BRIDGE)]:
+        body = client.post("/qa", json={"question": question, "passage": passage}).json()
+        assert body["answer"] is None and body["candidates"], body
+        forced = client.post("/qa", json={"question": question, "passage": passage, "allow_no_answer": False})
+        assert forced.json()["answer"] == body["candidates"][0]["answer"]
+
+
+def test_shipped_reader_finds_the_answer_among_passages(client):
+    passages = [BRIDGE, "《夜航船》是歌手周晓岚演唱的一首歌曲，收录在专辑《远方》中。"]
+    body = client.post("/qa", json={"question": "《夜航船》是谁演唱的？", "passages": passages}).json()
+    assert "周晓岚" in body["answer"] and body["passage_index"] == 1
+    start, end = body["span"]
+    assert passages[1][start:end] == body["answer"]
+
+
+def test_shipped_reader_records_its_quality():
+    config = json.loads((MODELS / "qa" / "model.json").read_text())
+    quality = config["quality"]
+    assert 0 < quality["em"] <= quality["f1"] <= 1 and quality["n"] == 1002 and "command" in quality
+    assert config["training"]["data"] and quality["onnx_parity_max_abs_diff"] < 1e-4

@@ -140,6 +140,9 @@ class QARequest(BaseModel):
     passages: list[StrictStr] | None = Field(None, description="several passages: answers are voted across them",
                                              min_length=1)
     top_k: int = Field(5, ge=1, le=20, description="candidates returned")
+    allow_no_answer: bool = Field(True, description="false: the passages are known to hold the answer (as in "
+                                                    "SQuAD 1.1 or CMRC 2018), so the best candidate is returned "
+                                                    "however low its score")
 
     @model_validator(mode="after")
     def one_of(self) -> QARequest:

@@ -1,7 +1,8 @@
 """POST /qa: a question and one or several passages -> windows -> pointer probabilities -> a voted answer.
 
 Every window of every passage is one batcher row, so the windows of concurrent requests share batches.
-"No answer" is a legal result: when the best voted score is not above the model's no-answer threshold.
+"No answer" is a legal result: when the best voted score is not above the model's no-answer threshold
+(unless the client says the passages hold the answer: allow_no_answer false).
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ class QATask:
         found = [(w, out["probs"]) for w, out in zip(spans, outputs, strict=True)]
         return await asyncio.to_thread(vote, passages, found, self.max_answer, top_k)
 
-    async def answer(self, question: str, passages: list[str], deadline: float, top_k: int = 5) -> dict:
+    async def answer(self, question: str, passages: list[str], deadline: float, top_k: int = 5,
+                     allow_no_answer: bool = True) -> dict:
         candidates = await self.candidates(question, passages, deadline, top_k)
-        best = candidates[0] if candidates and candidates[0].score > self.threshold else None
+        threshold = self.threshold if allow_no_answer else -1.0
+        best = candidates[0] if candidates and candidates[0].score > threshold else None
         return {
             "model": self.model.name, "version": self.model.version,
             "answer": best.answer if best else None,

@@ -21,6 +21,9 @@ class Question:
     passages: list[str]
     answers: list[list[str]]  # per passage; [] where the passage has no answer
     starts: list[int | None] | None = None  # SQuAD/CMRC: the answer's offset in passage 0, when given
+    # Whether the format lets a question go unanswered (multi-passage formats, SQuAD 2.0's is_impossible);
+    # SQuAD 1.1 and CMRC 2018 promise an answer in the passage, so they are read without the no-answer option.
+    may_be_unanswerable: bool = True
 
     @property
     def gold(self) -> list[str]:
@@ -36,7 +39,8 @@ def _squad(data: dict) -> list[Question]:
             for qa in paragraph["qas"]:
                 answers = [a["text"] for a in qa.get("answers", []) if a["text"].strip()]
                 starts = [a.get("answer_start") for a in qa.get("answers", []) if a["text"].strip()]
-                out.append(Question(str(qa["id"]), qa["question"], [context], [answers], starts))
+                out.append(Question(str(qa["id"]), qa["question"], [context], [answers], starts,
+                                    may_be_unanswerable="is_impossible" in qa))
     return out
 
 

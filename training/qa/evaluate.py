@@ -104,12 +104,13 @@ class TorchReader:
         return [vote(q.passages, f, self.max_answer) for q, f in zip(questions, found, strict=True)]
 
 
-def best_answers(candidates: list[list[Candidate]], threshold: float = 0.0) -> list[str | None]:
-    """The top candidate's answer, or None when its score is not above the no-answer threshold."""
+def best_answers(candidates: list[list[Candidate]], threshold: float = -1.0) -> list[str | None]:
+    """The top candidate's answer, or None when its score is not above the no-answer threshold
+    (the default, -1, always answers)."""
     return [c[0].answer if c and c[0].score > threshold else None for c in candidates]
 
 
-def evaluate_torch(reader: TorchReader, questions: list[Question], threshold: float = 0.0) -> dict[str, float]:
+def evaluate_torch(reader: TorchReader, questions: list[Question], threshold: float = -1.0) -> dict[str, float]:
     return score(best_answers(reader.candidates(questions), threshold), (q.gold for q in questions))
 
 
@@ -124,7 +125,8 @@ async def answer_served(models: Path, questions: list[Question], concurrency: in
     async with served_task(models, "qa") as task:
         async def one(q: Question) -> dict:
             try:
-                return await task.answer(q.question, q.passages, time.monotonic() + 600)
+                return await task.answer(q.question, q.passages, time.monotonic() + 600,
+                                         allow_no_answer=q.may_be_unanswerable)
             except ZhserveError as exc:
                 return {"answer": None, "reason": exc.message}
 
@@ -132,7 +134,8 @@ async def answer_served(models: Path, questions: list[Question], concurrency: in
 
 
 def evaluate_served(data: list[Path], models: Path, limit: int = 0, split: str | None = None) -> dict:
-    """`zhserve eval qa`: EM and F1 of the served answers on SQuAD/CMRC, WebQA or multi-passage sample JSON."""
+    """`zhserve eval qa`: EM and F1 of the served answers on SQuAD/CMRC, WebQA or multi-passage sample JSON.
+    Formats that promise an answer (SQuAD 1.1, CMRC 2018) are asked with allow_no_answer false."""
     import asyncio
 
     from training.qa.data import load, split_of

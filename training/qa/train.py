@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from app.text import CharVocab
+from training.extract.train import learning_rate
 from training.paths import DATA, RUNS
 from training.qa.data import Question, answer_spans, load, split_of
 from training.qa.evaluate import TorchReader, evaluate_torch, question_ids
@@ -37,6 +38,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
+    decay_epochs: int = 0  # the last N epochs anneal the learning rate linearly down to 10%
     ema_decay: float = 0.999
     window: int = 256  # passage characters per row; serving reads longer passages in overlapping windows
     stride: int = 192  # window - stride >= max_answer, so every answer fits whole in some window
@@ -51,9 +53,11 @@ class TrainConfig:
 
 RECIPES = {
     # 2 CPU cores, about 75 minutes: the shipped model.
-    "cpu": {"hidden": 128, "epochs": 30, "max_minutes": 75.0, "threads": 2, "embeddings": str(RUNS / "embeddings")},
+    "cpu": {"hidden": 128, "epochs": 14, "decay_epochs": 5, "max_minutes": 75.0, "threads": 2,
+            "embeddings": str(RUNS / "embeddings")},
     # One GPU: wider, longer windows, trained to convergence.
-    "gpu": {"hidden": 256, "epochs": 60, "window": 384, "stride": 256, "batch_size": 128, "max_minutes": 0.0,
+    "gpu": {"hidden": 256, "epochs": 60, "decay_epochs": 15, "window": 384, "stride": 256, "batch_size": 128,
+            "max_minutes": 0.0,
             "embeddings": str(RUNS / "embeddings")},
 }
 
@@ -162,6 +166,8 @@ def train(cfg: TrainConfig) -> Path:
              sum(p.numel() for p in net.parameters()))
     while state["epoch"] < cfg.epochs:
         net.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, state["epoch"])
         order = sorted(train_set, key=lambda s: rng.random())
         chunks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         total, steps = 0.0, 0
@@ -177,7 +183,7 @@ def train(cfg: TrainConfig) -> Path:
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
         state["epoch"] += 1
-        record = {"epoch": state["epoch"], "loss": total / max(1, steps),
+        record = {"epoch": state["epoch"], "loss": total / max(1, steps), "lr": optimizer.param_groups[0]["lr"],
                   "minutes": round((time.monotonic() - started) / 60, 1)}
         # Early on the EMA still carries much of the initial weights: score both, keep the better.
         scores = {name: evaluate_torch(TorchReader(model, vocab, cfg.window, cfg.stride, cfg.max_answer), dev_set)

@@ -17,4 +17,4 @@ QATask = Annotated[Any, Depends(task_for("qa"))]
 async def qa(body: QARequest, deadline: DeadlineDep, task: QATask) -> dict:
     """Answer a question from one passage or several (answers voted across passages). "No answer" is a
     legal result: `answer` is null and the candidates still show what came closest."""
-    return await task.answer(body.question, body.all_passages(), deadline, body.top_k)
+    return await task.answer(body.question, body.all_passages(), deadline, body.top_k, body.allow_no_answer)
