@@ -149,6 +149,19 @@ def test_tiny_training_run_learns_and_exports_with_parity(tiny_qa):
     assert (models / "qa" / "1" / "reader.onnx").exists()
 
 
+def test_training_resumes_from_its_last_checkpoint(tmp_path):
+    from training.qa.train import TrainConfig, train
+
+    cfg = dict(data=[str(CMRC / "train.json")], out=str(tmp_path), hidden=16, batch_size=16, window=64, stride=40,
+               max_answer=24, limit=32, eval_questions=4, threads=2)
+    train(TrainConfig(**cfg, epochs=1))
+    first = torch.load(tmp_path / "last.pt", weights_only=False)
+    train(TrainConfig(**cfg, epochs=2, seed=2))  # a fresh start with another seed would change epoch 1's loss
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0] == first["state"]["history"][0]  # the first epoch was kept, not run again
+
+
 @pytest.fixture(scope="module")
 def qa_client(tiny_qa):
     from app.api.app import create_app

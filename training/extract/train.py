@@ -19,6 +19,7 @@ from tqdm import tqdm
 from app.tasks.extract_decode import Thresholds
 from app.tasks.extract_schema import Schema
 from app.text import CharVocab
+from training.checkpoints import resume, save_last, update_ema
 from training.extract.data import Example, entity_pools, load_examples, split_of, swap_entities
 from training.extract.evaluate import evaluate_torch
 from training.extract.model import DGCNNConfig, DGCNNExtractor
@@ -164,16 +165,9 @@ def train(cfg: TrainConfig) -> Path:
     ema = copy.deepcopy(net).eval()
     pools = entity_pools(train_set, schema)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-    state = {"epoch": 0, "best_f1": -1.0, "history": []}
-
     last = out / "last.pt"
-    if last.exists():  # resume
-        ckpt = torch.load(last, weights_only=False)
-        net.load_state_dict(ckpt["net"])
-        ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        rng.setstate(ckpt["rng"])
+    state = resume(last, net, ema, optimizer, rng) or {"epoch": 0, "best_f1": -1.0, "history": []}
+    if state["epoch"]:
         log.info("resumed at epoch %d (best dev F1 %.4f)", state["epoch"], state["best_f1"])
 
     # the time limit counts the epochs run before a resume too
@@ -193,9 +187,7 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - cfg.ema_decay)
+            update_ema(ema, net, cfg.ema_decay)
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
         state["epoch"] += 1
@@ -213,8 +205,7 @@ def train(cfg: TrainConfig) -> Path:
                 torch.save({"config": config.to_dict(), "state_dict": weights, "weights": kind}, out / "best.pt")
         state["history"].append(record)
         log.info("%s", json.dumps(record))
-        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "state": state, "rng": rng.getstate(), "config": config.to_dict()}, last)
+        save_last(last, net, ema, optimizer, state, rng, config.to_dict())
         (out / "history.json").write_text(json.dumps(state["history"], indent=1))
         if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
             log.info("time limit reached after epoch %d", state["epoch"])

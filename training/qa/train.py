@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from app.text import CharVocab
+from training.checkpoints import resume, save_last, update_ema
 from training.extract.train import learning_rate
 from training.paths import DATA, RUNS
 from training.qa.data import Question, answer_spans, load, split_of
@@ -150,15 +151,9 @@ def train(cfg: TrainConfig) -> Path:
         net.pretrained.weight.data.copy_(torch.from_numpy(vectors / vectors[5:].std()))
     ema = copy.deepcopy(net).eval()
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-    state = {"epoch": 0, "best": -1.0, "history": []}
     last = out / "last.pt"
-    if last.exists():  # resume
-        ckpt = torch.load(last, weights_only=False)
-        net.load_state_dict(ckpt["net"])
-        ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        rng.setstate(ckpt["rng"])
+    state = resume(last, net, ema, optimizer, rng) or {"epoch": 0, "best": -1.0, "history": []}
+    if state["epoch"]:
         log.info("resumed at epoch %d (best dev EM+F1 %.4f)", state["epoch"], state["best"])
 
     started = time.monotonic() - 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
@@ -177,9 +172,7 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - cfg.ema_decay)
+            update_ema(ema, net, cfg.ema_decay)
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
         state["epoch"] += 1
@@ -195,11 +188,9 @@ def train(cfg: TrainConfig) -> Path:
             weights = (ema if kind == "ema" else net).state_dict()
             torch.save({"config": config.to_dict(), "state_dict": weights, "weights": kind,
                         "window": cfg.window, "stride": cfg.stride, "max_answer": cfg.max_answer}, out / "best.pt")
-        net.train()
         state["history"].append(record)
         log.info("%s", json.dumps(record))
-        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "state": state, "rng": rng.getstate(), "config": config.to_dict()}, last)
+        save_last(last, net, ema, optimizer, state, rng, config.to_dict())
         (out / "history.json").write_text(json.dumps(state["history"], indent=1))
         if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
             log.info("time limit reached after epoch %d", state["epoch"])
