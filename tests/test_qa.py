@@ -96,6 +96,8 @@ def test_vote_sums_an_answer_over_passages_and_keeps_one_score_per_passage():
     best, *rest = vote(passages, found, max_answer=8)
     assert best.answer == "曹雪芹" and best.score == pytest.approx(0.72) and (best.passage, best.start) == (0, 0)
     assert rest[0].answer == "高鹗" and rest[0].score == pytest.approx(0.64)
+    (spaced,) = vote([" 高鹗 续写"], [(Window(0, 0, 6), probs(6, 0, 3, 0.5))], max_answer=8)
+    assert (spaced.answer, spaced.start, spaced.end) == ("高鹗", 1, 3)  # the span spells the answer exactly
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_qa_answers_with_spans_into_the_passages(qa_client):
     assert 1 <= len(body["candidates"]) <= 3
     for c in body["candidates"]:
         start, end = c["span"]
-        assert passages[c["passage_index"]][start:end].strip() == c["answer"]
+        assert passages[c["passage_index"]][start:end] == c["answer"]
     assert body["answer"] in (None, body["candidates"][0]["answer"])
 
 

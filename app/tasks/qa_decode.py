@@ -62,9 +62,12 @@ def vote(passages: list[str], found: list[tuple[Window, np.ndarray]], max_answer
     for w, probs in found:
         i, j, score = best_span(probs, max_answer)
         start, end = w.offset + i, w.offset + j + 1
-        answer = passages[w.passage][start:end].strip()
+        raw = passages[w.passage][start:end]
+        answer = raw.strip()
         if not answer:
             continue
+        start += len(raw) - len(raw.lstrip())  # the span spells the answer exactly
+        end = start + len(answer)
         key = (answer, w.passage)
         if key not in per_passage or score > per_passage[key].score:
             per_passage[key] = Candidate(answer, score, w.passage, start, end)
