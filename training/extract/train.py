@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from app.tasks.extract_decode import Thresholds
 from app.tasks.extract_schema import Schema
 from app.text import CharVocab
-from training.checkpoints import resume, save_last, update_ema
 from training.extract.data import Example, entity_pools, load_examples, split_of, swap_entities
 from training.extract.evaluate import evaluate_torch
 from training.extract.model import DGCNNConfig, DGCNNExtractor
+from training.loop import resume, save_last, train_epoch
 from training.paths import RUNS
 
 log = logging.getLogger(__name__)
@@ -178,20 +177,12 @@ def train(cfg: TrainConfig) -> Path:
         net.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, state["epoch"])
-        total, steps = 0.0, 0
         epoch_set = [swap_entities(e, pools, schema, rng) if rng.random() < cfg.augment else e for e in train_set]
-        bar = tqdm(batches(epoch_set, cfg.batch_size, rng), desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}",
-                   leave=False, mininterval=5)
-        for chunk in bar:
-            loss = loss_fn(net, tensors(chunk, vocab, config.num_labels, cfg.max_len, rng))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            update_ema(ema, net, cfg.ema_decay)
-            total, steps = total + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+        loss = train_epoch(net, ema, optimizer, batches(epoch_set, cfg.batch_size, rng),
+                           lambda c: loss_fn(net, tensors(c, vocab, config.num_labels, cfg.max_len, rng)),
+                           cfg.ema_decay, f"epoch {state['epoch'] + 1}/{cfg.epochs}")
         state["epoch"] += 1
-        record = {"epoch": state["epoch"], "loss": total / max(1, steps), "lr": optimizer.param_groups[0]["lr"],
+        record = {"epoch": state["epoch"], "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                   "minutes": round((time.monotonic() - started) / 60, 1)}
         if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
             # Early on the EMA still carries much of the initial weights: score both, keep the better.

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from app.text import CharVocab
-from training.checkpoints import resume, save_last, update_ema
 from training.extract.train import learning_rate
+from training.loop import resume, save_last, train_epoch
 from training.paths import DATA, RUNS
 from training.qa.data import Question, answer_spans, load, split_of
 from training.qa.evaluate import TorchReader, evaluate_torch, question_ids
@@ -165,18 +164,11 @@ def train(cfg: TrainConfig) -> Path:
             group["lr"] = learning_rate(cfg, state["epoch"])
         order = sorted(train_set, key=lambda s: rng.random())
         chunks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        total, steps = 0.0, 0
-        bar = tqdm(chunks, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}", leave=False, mininterval=5)
-        for chunk in bar:
-            loss = loss_fn(net, *tensors(chunk, train_set, vocab, cfg, config.question_length, rng))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            update_ema(ema, net, cfg.ema_decay)
-            total, steps = total + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+        loss = train_epoch(net, ema, optimizer, chunks,
+                           lambda c: loss_fn(net, *tensors(c, train_set, vocab, cfg, config.question_length, rng)),
+                           cfg.ema_decay, f"epoch {state['epoch'] + 1}/{cfg.epochs}")
         state["epoch"] += 1
-        record = {"epoch": state["epoch"], "loss": total / max(1, steps), "lr": optimizer.param_groups[0]["lr"],
+        record = {"epoch": state["epoch"], "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                   "minutes": round((time.monotonic() - started) / 60, 1)}
         # Early on the EMA still carries much of the initial weights: score both, keep the better.
         scores = {name: evaluate_torch(TorchReader(model, vocab, cfg.window, cfg.stride, cfg.max_answer), dev_set)

@@ -1,4 +1,4 @@
-"""What the DGCNN training loops share: EMA weights, and a last.pt that a run resumes from."""
+"""What the DGCNN training loops share: an epoch of steps with EMA weights, and a last.pt to resume from."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 
 def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
@@ -29,3 +30,19 @@ def resume(path: Path, net, ema, optimizer, rng: random.Random) -> dict | None:
     optimizer.load_state_dict(ckpt["optimizer"])
     rng.setstate(ckpt["rng"])
     return ckpt["state"]
+
+
+def train_epoch(net, ema, optimizer, chunks: list, loss_of, ema_decay: float, desc: str) -> float:
+    """One optimizer step per chunk (`loss_of(chunk)` builds its loss), the EMA after each; a progress
+    bar; returns the mean loss."""
+    total, steps = 0.0, 0
+    bar = tqdm(chunks, desc=desc, leave=False, mininterval=5)
+    for chunk in bar:
+        loss = loss_of(chunk)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        update_ema(ema, net, ema_decay)
+        total, steps = total + loss.item(), steps + 1
+        bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+    return total / max(1, steps)
