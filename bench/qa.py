@@ -30,7 +30,7 @@ def ceiling(models: Path, payloads: list[dict], batch_size: int = 32) -> float:
     """Questions per second through reader.onnx alone, windows sorted by length and batched."""
     import onnxruntime as ort
 
-    from app.tasks.qa_decode import windows
+    from app.tasks.qa_decode import question_ids, windows
     from app.text import CharVocab
 
     config = json.loads((models / "qa" / "model.json").read_text())
@@ -42,8 +42,7 @@ def ceiling(models: Path, payloads: list[dict], batch_size: int = 32) -> float:
     session = ort.InferenceSession(str(version / "reader.onnx"), options, providers=["CPUExecutionProvider"])
     rows = []
     for p in payloads:
-        q = np.zeros(reading["question_length"], np.int64)
-        q[: len(p["question"])] = vocab.encode(p["question"])
+        q = question_ids(vocab, p["question"], reading["question_length"])
         rows += [(q, vocab.encode(p["passage"][w.offset : w.offset + w.length]))
                  for w in windows([len(p["passage"])], reading["window"], reading["stride"])]
     rows.sort(key=lambda r: len(r[1]))

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
-from app.tasks.qa_decode import Candidate, vote, windows
+from app.tasks.qa_decode import Candidate, question_ids, vote, windows
 from app.text import CharVocab
 
 
@@ -50,8 +48,7 @@ class QATask:
     async def candidates(self, question: str, passages: list[str], deadline: float, top_k: int = 5
                          ) -> list[Candidate]:
         self.validate(question, passages)
-        q_ids = np.zeros(self.question_length, np.int64)
-        q_ids[: len(question)] = self.vocab.encode(question)
+        q_ids = question_ids(self.vocab, question, self.question_length)
         spans = windows([len(p) for p in passages], self.window, self.stride)
         rows = [{"question_ids": q_ids,
                  "passage_ids": self.vocab.encode(passages[w.passage][w.offset : w.offset + w.length])}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.text import CharVocab
+
 
 @dataclass(frozen=True)
 class Window:
@@ -26,6 +28,14 @@ class Candidate:
     passage: int
     start: int  # in the passage
     end: int  # exclusive
+
+
+def question_ids(vocab: CharVocab, question: str, length: int) -> np.ndarray:
+    """The question as the reader takes it: ids padded (or cut) to its fixed `length`."""
+    ids = np.zeros(length, np.int64)
+    encoded = vocab.encode(question)[:length]
+    ids[: len(encoded)] = encoded
+    return ids
 
 
 def windows(lengths: list[int], size: int, stride: int) -> list[Window]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.tasks.qa_decode import Candidate, vote, windows
+from app.tasks.qa_decode import Candidate, question_ids, vote, windows
 from app.text import CharVocab
 from training.qa.data import Question
 
@@ -68,13 +68,6 @@ def score(predictions: Iterable[str | None], golds: Iterable[list[str]]) -> dict
     return {"em": round(sum(ems) / n, 4) if n else 0.0, "f1": round(sum(f1s) / n, 4) if n else 0.0}
 
 
-def question_ids(vocab: CharVocab, question: str, length: int) -> np.ndarray:
-    ids = np.zeros(length, np.int64)
-    encoded = vocab.encode(question)[:length]
-    ids[: len(encoded)] = encoded
-    return ids
-
-
 class TorchReader:
     """Runs a DGCNNReader over questions' passage windows in batches; decodes as serving does."""
 
@@ -90,10 +83,11 @@ class TorchReader:
         for k, q in enumerate(questions):
             rows += [(k, w) for w in windows([len(p) for p in q.passages], self.window, self.stride)]
         rows.sort(key=lambda r: r[1].length)
+        q_ids = [question_ids(self.vocab, q.question, length) for q in questions]
         found: list[list] = [[] for _ in questions]
         for i in range(0, len(rows), self.batch_size):
             chunk = rows[i : i + self.batch_size]
-            qs = np.stack([question_ids(self.vocab, questions[k].question, length) for k, _ in chunk])
+            qs = np.stack([q_ids[k] for k, _ in chunk])
             ps = np.zeros((len(chunk), max(w.length for _, w in chunk)), np.int64)
             for b, (k, w) in enumerate(chunk):
                 ps[b, : w.length] = self.vocab.encode(questions[k].passages[w.passage][w.offset : w.offset + w.length])

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.tasks.qa_decode import question_ids
 from app.text import CharVocab
 from training.extract.export import fold_pretrained
 from training.paths import DATA, portable_recipe, short
 from training.plots import plot_curve
 from training.qa.data import Question, load, split_of
-from training.qa.evaluate import TorchReader, best_answers, question_ids, score
+from training.qa.evaluate import TorchReader, best_answers, score
 from training.qa.model import DGCNNReader, ReaderConfig, ReaderStage
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,10 @@ def unanswerable(questions: list[Question], seed: int = 0) -> list[Question]:
     return out
 
 
-def tune_threshold(reader: TorchReader, dev: list[Question]) -> tuple[float, dict]:
+def tune_threshold(reader: TorchReader, dev: list[Question]) -> tuple[float, dict, dict]:
     """The no-answer threshold with the best mean F1 over dev questions with their own passage and the same
-    questions with another passage (half the cases have no answer)."""
+    questions with another passage (half the cases have no answer); what it does there; and dev's scores
+    when always answering (from the same reading of dev)."""
     mixed = dev + unanswerable(dev)
     candidates = reader.candidates(mixed)
     golds = [q.gold for q in mixed]
@@ -67,7 +69,8 @@ def tune_threshold(reader: TorchReader, dev: list[Question]) -> tuple[float, dic
     n = len(dev)
     answerable = score(best_answers(candidates[:n], best), golds[:n])
     refused = sum(a is None for a in best_answers(candidates[n:], best)) / max(1, n)
-    return best, {"mixed": results[best], "answerable": answerable, "unanswerable_refused": round(refused, 4)}
+    always = score(best_answers(candidates[:n]), golds[:n])
+    return best, {"mixed": results[best], "answerable": answerable, "unanswerable_refused": round(refused, 4)}, always
 
 
 def export_onnx(net: DGCNNReader, path: Path) -> None:
@@ -102,9 +105,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     net, reading = load_reader(run / "best.pt")
     reader = TorchReader(net, vocab, reading["window"], reading["stride"], reading["max_answer"])
     dev = [q for path in data for q in load(path) if split_of(q.id) == "dev" and q.gold][: limit or None]
-    threshold, tuning = tune_threshold(reader, dev)
+    threshold, tuning, dev_always = tune_threshold(reader, dev)
     log.info("no-answer threshold %.4f: %s", threshold, tuning)
-    dev_always = score(best_answers(reader.candidates(dev)), [q.gold for q in dev])
     test = load(CMRC_TRIAL)[: limit or None]
     test_candidates = reader.candidates(test)
     # CMRC promises an answer in the passage: scored as `zhserve eval qa` asks, without the no-answer option

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from app.tasks.qa_decode import question_ids
 from app.text import CharVocab
 from training.extract.train import learning_rate
 from training.loop import resume, save_last, train_epoch
 from training.paths import DATA, RUNS
 from training.qa.data import Question, answer_spans, load, split_of
-from training.qa.evaluate import TorchReader, evaluate_torch, question_ids
+from training.qa.evaluate import TorchReader, evaluate_torch
 from training.qa.model import DGCNNReader, ReaderConfig
 
 log = logging.getLogger(__name__)
