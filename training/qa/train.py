@@ -58,8 +58,7 @@ RECIPES = {
             "embeddings": str(RUNS / "embeddings")},
     # One GPU: wider, longer windows, trained to convergence.
     "gpu": {"hidden": 256, "epochs": 60, "decay_epochs": 15, "window": 384, "stride": 256, "batch_size": 128,
-            "max_minutes": 0.0,
-            "embeddings": str(RUNS / "embeddings")},
+            "max_minutes": 0.0, "embeddings": str(RUNS / "embeddings")},
 }
 
 
@@ -72,7 +71,7 @@ class Sample:
 def samples(questions: list[Question]) -> list[Sample]:
     out = []
     for q in questions:
-        spans = [s for s in answer_spans(q.passages[0], q.answers[0], q.starts) if s[1] > s[0]]
+        spans = answer_spans(q.passages[0], q.answers[0], q.starts)  # loaders keep non-empty answers only
         if spans:
             out.append(Sample(q, spans))
     return out
