@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"  # as app.runtime.settings, without pydantic
+DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"  # as app.settings, without pydantic
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ def run(models: str | Path | None = None, host: str | None = None, port: int | N
     import uvicorn
 
     from app.api.app import create_app
-    from app.runtime.settings import Settings
+    from app.settings import Settings
 
     overrides = {k: v for k, v in {"models": models, "host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)

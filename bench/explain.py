@@ -31,13 +31,14 @@ SUBJECT = [2, 5]
 
 def bench_texts(length: int, count: int) -> list[str]:
     """`count` cuts of `length` characters from the dev split's sentences, laid end to end."""
-    from training.extract.data import read_jsonl, split_of
-    from training.paths import DATA
+    from training.common.io import read_jsonl
+    from training.common.paths import DATA
+    from training.common.splits import extract_split
 
     stream, need = [], length * count
     for name in ("train_part1.json", "train_part2.json"):
         for record in read_jsonl(DATA / "ie" / "duie2" / name):
-            if split_of(record["text"]) == "dev":
+            if extract_split(record["text"]) == "dev":
                 stream.append(record["text"])
                 if sum(map(len, stream)) >= need:
                     joined = "".join(stream)
@@ -54,7 +55,7 @@ async def time_server(models: Path, threads: int, texts: dict[int, list[str]], s
     import httpx
 
     from app.api.app import create_app
-    from app.runtime.settings import Settings
+    from app.settings import Settings
 
     app = create_app(Settings(models=models, intra_op_threads=threads, request_timeout_s=600, log_level="warning"))
     latencies: dict[int, list[float]] = {}

@@ -54,8 +54,8 @@ def ceiling(models: Path, texts: list[str], batch_size: int = 64) -> float:
     """Texts per second through the two ONNX stages with ideal batching, decoding included."""
     from app.runtime.backend import OnnxBackend
     from app.runtime.batcher import TensorSpec, collate, split
-    from app.tasks.extract_decode import Thresholds, build_triples, find_subjects
-    from app.tasks.extract_schema import Schema
+    from app.tasks.extract.decode import Thresholds, build_triples, find_subjects
+    from app.tasks.extract.schema import Schema
     from app.text import CharVocab
 
     config = json.loads((models / "extract" / "model.json").read_text())
@@ -92,11 +92,12 @@ def ceiling(models: Path, texts: list[str], batch_size: int = 64) -> float:
 
 
 def bench_texts(limit: int) -> list[str]:
-    from training.extract.data import read_jsonl, split_of
-    from training.paths import DATA
+    from training.common.io import read_jsonl
+    from training.common.paths import DATA
+    from training.common.splits import extract_split
 
     paths = [DATA / "ie" / "duie2" / f for f in ("train_part1.json", "train_part2.json")]
-    texts = [r["text"] for p in paths for r in read_jsonl(p) if split_of(r["text"]) == "test"]
+    texts = [r["text"] for p in paths for r in read_jsonl(p) if extract_split(r["text"]) == "test"]
     return texts[:limit]
 
 

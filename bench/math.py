@@ -22,8 +22,9 @@ from bench.load import print_concurrency_report, run_load, run_phases
 
 
 def questions(count: int) -> list[str]:
-    from training.extract.data import read_jsonl
-    from training.math.data import APE_VALID, ape_split
+    from training.common.io import read_jsonl
+    from training.common.splits import ape_split
+    from training.math.data import APE_VALID
 
     return [r["original_text"] for r in read_jsonl(APE_VALID) if ape_split(r["id"]) == "dev"][:count]
 

@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from app.tasks.extract_decode import Thresholds
-from app.tasks.extract_schema import Schema
+from app.tasks.extract.decode import Thresholds
+from app.tasks.extract.schema import Schema
 from app.text import CharVocab
 from training.extract.evaluate import TorchPredictor
 from training.extract.export import load_net

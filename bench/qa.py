@@ -30,7 +30,7 @@ def ceiling(models: Path, payloads: list[dict], batch_size: int = 32) -> float:
     """Questions per second through reader.onnx alone, windows sorted by length and batched."""
     import onnxruntime as ort
 
-    from app.tasks.qa_decode import question_ids, windows
+    from app.tasks.qa.decode import question_ids, windows
     from app.text import CharVocab
 
     config = json.loads((models / "qa" / "model.json").read_text())

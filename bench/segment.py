@@ -18,7 +18,7 @@ from bench.load import print_concurrency_report, run_load, run_phases
 
 
 def texts_of_length(n: int, count: int) -> list[str]:
-    from training.paths import DATA
+    from training.common.paths import DATA
 
     lines = (DATA / "seg" / "sighan2005" / "pku_test.utf8").read_text(encoding="utf-8").split()
     return [line[:n] for line in lines if len(line) >= n][:count]

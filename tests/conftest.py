@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.paths import DATA
+from training.common.paths import DATA
 
 DUIE = DATA / "ie" / "duie2"
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
+from app.settings import Settings
 
 
 def wait_ready(client: TestClient, seconds: float = 60) -> dict:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
+from app.settings import Settings
 from tests.test_api import wait_ready
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
+from app.settings import Settings
 from app.tasks.explain import METHODS, quadrature
 from tests.test_api import wait_ready
 from tests.test_shipped_model import MODELS as SHIPPED
@@ -153,7 +153,7 @@ def test_html_shows_every_character(client):
 def test_png_decodes_at_the_layout_size(client, text):
     from PIL import Image
 
-    from app.tasks.explain_render import PER_LINE
+    from app.api.render import PER_LINE
 
     r = client.post("/explain", json={"text": text, "target": {"subject_span": [0, 3]}, "format": "png", "steps": 8})
     assert r.status_code == 200
@@ -216,7 +216,7 @@ def test_an_extract_triple_goes_back_as_is_on_the_shipped_model():
 def test_faithfulness_rows_pad_the_top_and_random_characters():
     from types import SimpleNamespace
 
-    from app.tasks.extract_explain import Target
+    from app.tasks.extract.explain import Target
     from app.text import CharVocab
     from training.extract.explain_eval import KS, perturbation_rows
 

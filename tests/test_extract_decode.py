@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from app.tasks.extract_decode import Span, Thresholds, build_triples, find_spans
-from app.tasks.extract_schema import Schema
+from app.tasks.extract.decode import Span, Thresholds, build_triples, find_spans
+from app.tasks.extract.schema import Schema
 from training.extract.evaluate import keys, prf
 
 SCHEMA = Schema.from_records([

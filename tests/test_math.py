@@ -14,12 +14,13 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
-from app.tasks.math_decode import Grammar, State, loops
-from app.tasks.math_eval import ExpressionError, evaluate, format_answer, parse_answer, same_answer
-from app.tasks.math_text import EquationError, expression_tokens, render, slot_question
+from app.settings import Settings
+from app.tasks.math.decode import Grammar, State, loops
+from app.tasks.math.evaluator import ExpressionError, evaluate, format_answer
+from app.tasks.math.text import render, slot_question
 from tests.test_api import wait_ready
-from training.math.data import MATH23K, load
+from training.math.answers import parse_answer, same_answer
+from training.math.data import MATH23K, EquationError, expression_tokens, load
 
 # -- the safe evaluator ---------------------------------------------------------------------------
 
@@ -60,7 +61,7 @@ def test_answers_are_formatted_as_asked():
 
 
 def test_a_candidate_that_cannot_be_evaluated_falls_back_to_the_next():
-    from app.tasks.math import answer_from
+    from app.tasks.math.task import answer_from
 
     result = answer_from([("6/(2-2)", -0.5), ("6/2", -0.9)], "每组几人？", "none")
     assert result["expression"] == "6/2" and result["answer"] == "3" and result["reason"] is None
@@ -74,7 +75,7 @@ def test_a_candidate_that_cannot_be_evaluated_falls_back_to_the_next():
 
 
 def test_rerank_features_line_up_with_their_names():
-    from app.tasks.math_rerank import FEATURES, Candidate, candidate_features
+    from app.tasks.math.rerank import FEATURES, Candidate, candidate_features
 
     question = "一共有12个苹果，平均分给5个小朋友，每人分几个？"  # asks for a count
     candidates = [Candidate("12/5", -0.2, ("[N0]", "/", "[N1]"), 2), Candidate("1/0", -0.5, ("1", "/", "0"), 2),
@@ -92,8 +93,8 @@ def test_rerank_features_line_up_with_their_names():
 
 
 def test_the_reranker_is_fitted_to_pick_what_is_right_and_served_by_answer_from():
-    from app.tasks.math import answer_from
-    from app.tasks.math_rerank import FEATURES, Candidate, Reranker
+    from app.tasks.math.task import answer_from
+    from app.tasks.math.rerank import FEATURES, Candidate, Reranker
     from training.math.rerank import accuracy, fit
 
     rng = random.Random(0)

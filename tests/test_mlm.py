@@ -15,21 +15,23 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
-from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, fitting_half
-from app.tasks.perturbed import all_pairs
-from app.tasks.segmentation import clauses, score_segmentation, words_from_scores
-from app.tasks.trees import chain_heads, eisner, mart, uas
+from app.settings import Settings
+from app.tasks.mlm.parse import ARC_FEATURES, ROOT_FEATURES
+from app.tasks.mlm.perturbed import all_pairs
+from app.tasks.mlm.segment import clauses, words_from_scores
+from app.tasks.mlm.trees import eisner, mart
 from tests.test_api import wait_ready
-from training.serving import served_task
+from training.common.serving import served_task
+from training.mlm.metrics import chain_heads, fitting_half, score_segmentation, uas
 
 
 @pytest.fixture(scope="module")
 def tiny_mlm(tiny_mlm_run, tmp_path_factory):
     """The session's tiny BERT with n-gram statistics of its own pretraining stream, exported for /segment and
     /parse."""
+    from training.common.bert import load_mlm
     from training.mlm import ngrams
-    from training.mlm.export import load_mlm, write_model
+    from training.mlm.export import write_model
 
     run = tiny_mlm_run
     models = tmp_path_factory.mktemp("mlm_models")
@@ -61,7 +63,7 @@ def test_pretraining_records_progress_and_resumes(tiny_mlm):
 
 
 def test_served_impact_matrix_matches_pytorch(tiny_mlm):
-    from training.mlm.export import load_mlm
+    from training.common.bert import load_mlm
 
     run, models = tiny_mlm
     model, vocab = load_mlm(run)
@@ -165,8 +167,9 @@ def test_segment_and_parse_reject_bad_input(client):
 
 
 def test_parse_reads_the_word_tagger(tiny_mlm_run, tmp_path):
-    from app.tasks.parsing import WordTagger, tag_feature_names
-    from training.mlm.export import load_mlm, write_model
+    from app.tasks.mlm.parse import WordTagger, tag_feature_names
+    from training.common.bert import load_mlm
+    from training.mlm.export import write_model
 
     model, vocab = load_mlm(tiny_mlm_run)
     tags = ["NOUN", "VERB"]
@@ -217,7 +220,7 @@ def test_export_a_hugging_face_checkpoint(tmp_path, tiny_mlm_run):
 
 
 def test_boundary_features_compare_two_reads_of_the_same_masked_character():
-    from app.tasks.segmentation import boundary_features
+    from app.tasks.mlm.segment import boundary_features
 
     # 3 characters; masking character 1 moves character 0 much more than character 2: 1 binds to 0.
     f = np.array([[0, 4.0, 0], [1.0, 0, 1.0], [0, 0.5, 0]])
@@ -230,7 +233,7 @@ def test_boundary_features_compare_two_reads_of_the_same_masked_character():
 
 
 def test_gap_features_read_the_neighbouring_gaps():
-    from app.tasks.segmentation import FEATURES, feature_names, gap_features
+    from app.tasks.mlm.segment import FEATURES, feature_names, gap_features
 
     f = np.array([[0, 4.0, 0, 1], [1.0, 0, 1.0, 2], [0, 0.5, 0, 3], [1, 1, 1, 0]])
     extra = np.arange(3 * 13, dtype=float).reshape(3, 13)
@@ -244,7 +247,7 @@ def test_gap_features_read_the_neighbouring_gaps():
 
 
 def test_ngram_statistics_on_a_hand_made_stream(tmp_path):
-    from app.tasks.ngrams import FEATURES, NgramStats
+    from app.tasks.mlm.ngrams import FEATURES, NgramStats
     from app.text import CharVocab
     from app.text.vocab import SPECIAL_TOKENS
     from training.mlm import ngrams

@@ -1,4 +1,4 @@
-"""The learned arc rule of /parse (app/tasks/parsing.py) and its fitting (training/mlm/probe.py), on hand-made
+"""The learned arc rule of /parse (app/tasks/mlm/parse.py) and its fitting (training/mlm/probe.py), on hand-made
 impact matrices and tags: the features line up with their names, the fit learns what the gold trees follow,
 and the word tagger round-trips and learns separable classes."""
 
@@ -7,18 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.tasks.parsing import (
+from app.tasks.mlm.parse import (
     ARC_FEATURES,
     ROOT_FEATURES,
     WordTagger,
     arc_features,
     decode,
-    fitting_half,
     tag_feature_names,
     word_vectors,
 )
-from app.tasks.trees import chain_heads, uas
-from training.logistic import fit_softmax
+from training.common.logistic import fit_softmax
+from training.mlm.metrics import chain_heads, fitting_half, uas
 from training.mlm.probe import arc_rule_subsets, fit_arc_rule
 
 

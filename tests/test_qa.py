@@ -9,10 +9,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.tasks.qa_decode import Window, best_span, vote, windows
+from app.tasks.qa.decode import Window, best_span, vote, windows
 from tests.test_api import wait_ready
-from training.paths import DATA
-from training.qa.data import answer_spans, load, split_of
+from training.common.paths import DATA
+from training.common.splits import qa_split
+from training.qa.data import answer_spans, load
 from training.qa.evaluate import exact, f1, score, tokens
 from training.qa.model import DGCNNReader, ReaderConfig
 
@@ -44,7 +45,7 @@ def test_the_shared_cmrc_files_load():
     train, trial = load(CMRC / "train.json"), load(CMRC / "trial.json")
     assert len(train) == 10142 and len(trial) == 1002
     assert all(q.gold for q in trial)
-    assert {split_of(q.id) for q in train} == {"train", "dev"}
+    assert {qa_split(q.id) for q in train} == {"train", "dev"}
 
 
 def test_answer_spans_finds_every_occurrence_and_checks_the_given_offset():
@@ -115,7 +116,7 @@ def test_padding_does_not_change_a_windows_pointers():
 
 
 def test_folding_the_pretrained_table_keeps_the_readers_outputs():
-    from training.extract.export import fold_pretrained
+    from training.common.export import fold_pretrained
 
     net = DGCNNReader(ReaderConfig(vocab_size=40, hidden=16, question_length=6, pretrained_dim=8)).eval()
     torch.nn.init.normal_(net.pretrained.weight)
@@ -167,7 +168,7 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
 @pytest.fixture(scope="module")
 def qa_client(tiny_qa):
     from app.api.app import create_app
-    from app.runtime.settings import Settings
+    from app.settings import Settings
 
     with TestClient(create_app(Settings(models=tiny_qa[1]))) as client:
         wait_ready(client)

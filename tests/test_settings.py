@@ -1,6 +1,6 @@
 """Settings: environment over the TOML file over defaults; batching overrides only when set."""
 
-from app.runtime.settings import Settings
+from app.settings import Settings
 
 
 def test_environment_overrides_file_and_defaults(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
+from app.settings import Settings
 from tests.test_api import wait_ready
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -83,7 +83,7 @@ SEGMENTED = [  # written for this test, segmented by hand in the PKU style
 
 
 def test_shipped_segmenter_splits_sentences_written_for_the_test(client):
-    from app.tasks.segmentation import score_segmentation
+    from training.mlm.metrics import score_segmentation
 
     assert wait_ready(client)["models"]["mlm"] == "ready"
     gold = [line.split() for line in SEGMENTED]

@@ -54,7 +54,7 @@ def test_model_shapes():
 
 
 def test_folding_the_pretrained_table_keeps_the_outputs():
-    from training.extract.export import fold_pretrained
+    from training.common.export import fold_pretrained
 
     net = DGCNNExtractor(DGCNNConfig(vocab_size=30, num_labels=5, hidden=16, heads=4, pretrained_dim=8)).eval()
     torch.nn.init.normal_(net.pretrained.weight)
@@ -86,7 +86,7 @@ def test_padding_does_not_change_a_texts_scores():
 def test_entity_swaps_keep_every_triple_placed_and_leave_tied_pairs_alone():
     import random
 
-    from app.tasks.extract_schema import Schema
+    from app.tasks.extract.schema import Schema
     from training.extract.data import Example, attach_spans, entity_pools, swap_entities
 
     schema = Schema.from_records([
@@ -118,14 +118,15 @@ def test_entity_swaps_keep_every_triple_placed_and_leave_tied_pairs_alone():
 
 
 def test_extra_training_files_never_add_a_held_out_sentence(tmp_path):
-    from app.tasks.extract_schema import Schema
-    from training.extract.data import load_examples, split_of
+    from app.tasks.extract.schema import Schema
+    from training.common.splits import extract_split
+    from training.extract.data import load_examples
     from training.extract.train import TrainConfig, extra_examples, train
 
     rows = [{"text": f"《书{i}》的作者是人{i}号", "spo_list": [
         {"predicate": "作者", "subject": f"书{i}", "object": f"人{i}号",
          "subject_type": "图书作品", "object_type": "人物"}]} for i in range(60)]
-    held_out = [r for r in rows if split_of(r["text"]) != "train"]
+    held_out = [r for r in rows if extract_split(r["text"]) != "train"]
     main, extra = tmp_path / "main.json", tmp_path / "extra.json"
     main.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     extra.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in held_out[:3] + rows[:1]), encoding="utf-8")
@@ -134,7 +135,7 @@ def test_extra_training_files_never_add_a_held_out_sentence(tmp_path):
                                  ensure_ascii=False), encoding="utf-8")
     main_examples = load_examples([main], Schema.load(schema))
     kept = extra_examples([extra], main_examples, Schema.load(schema))
-    assert held_out and [e.text for e in kept] == [r["text"] for r in rows[:1] if split_of(r["text"]) == "train"]
+    assert held_out and [e.text for e in kept] == [r["text"] for r in rows[:1] if extract_split(r["text"]) == "train"]
     out = tmp_path / "run"
     train(TrainConfig(data=[str(main)], schema=str(schema), out=str(out), extra_train=[str(extra)], hidden=16,
                       epochs=1, batch_size=8, augment=0.5, threads=1))

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.runtime.settings import Settings
+from app.settings import Settings
 from tests.test_api import wait_ready
 
 

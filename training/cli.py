@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.paths import DATA, ROOT, RUNS
+from training.common.paths import DATA, ROOT, RUNS
 
 DUIE = DATA / "ie" / "duie2"
 DUIE_FILES = [str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")]
@@ -18,10 +18,11 @@ def train_main(task: str, argv: list[str]) -> None:
         p.add_argument("--max-chars", type=int, default=20_000_000, help="corpus characters to train on")
         p.add_argument("--task-data", nargs="*", default=DUIE_FILES, help="task texts added (train split only)")
         a = p.parse_args(argv)
-        from training.embeddings import main
-        from training.extract.data import read_jsonl, split_of
+        from training.common.embeddings import main
+        from training.common.io import read_jsonl
+        from training.common.splits import extract_split
 
-        texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if split_of(r["text"]) == "train"]
+        texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if extract_split(r["text"]) == "train"]
         main(Path(a.out), texts, max_chars=a.max_chars)
     elif task == "ngrams":
         import logging

@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from app import __version__
-from app.api import errors
+from app.api import errors, v2
 from app.api.middleware import BodyLimit, RequestMetrics
-from app.api.routes import explain, extract, math, mlm, qa, system, v2
+from app.api.routes import explain, extract, qa, segment, solve_math, system
 from app.runtime.batcher import BatchLimits
 from app.runtime.metrics import Metrics
 from app.runtime.repository import ModelHandle, ModelRepository
-from app.runtime.settings import Settings
+from app.settings import Settings
 from app.tasks.registry import load_task
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ async def load_models(app: FastAPI) -> None:
         if task is None:
             return
         repo.start(handle)
-        app.state.tasks.setdefault(handle.task, task)
+        app.state.tasks[handle.name] = task
         log.info("model %s v%s ready (%s) in %.2fs", handle.name, handle.version, handle.providers, handle.load_seconds)
 
     await asyncio.gather(*(load_one(h) for h in repo.discover()))
@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
                                            BatchLimits(), settings.batching_overrides())
     errors.install(app)
-    for router in (extract.router, qa.router, math.router, mlm.router, explain.router, system.router, v2.router):
+    for router in (extract.router, qa.router, solve_math.router, segment.router, explain.router, system.router,
+                   v2.routes.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 413s included

@@ -1,15 +1,24 @@
-"""Shared handler dependencies: settings, repository, tasks and the request deadline."""
+"""Handler dependencies: settings, repository, the request deadline, the task serving each endpoint,
+and the one place a task's result gets the response envelope (the model name and version)."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
 from app.runtime.errors import Unavailable
 from app.runtime.repository import ModelRepository
-from app.runtime.settings import Settings
+from app.settings import Settings
+from app.tasks.base import Task
+from app.tasks.extract import ExtractTask
+from app.tasks.math import MathTask
+from app.tasks.mlm import MLMTask
+from app.tasks.qa import QATask
+from app.tasks.registry import serving_model
+
+T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
@@ -25,19 +34,36 @@ def get_deadline(request: Request) -> float:
     return time.monotonic() + request.app.state.settings.request_timeout_s
 
 
-def task_for(name: str):
-    """Dependency giving the loaded task object for `name` (503 while its model is loading or failed)."""
+def serving_task(request: Request, kind: str) -> Task:
+    """The ready task object of the model that serves `kind` (app/tasks/registry.py's rule); 503 otherwise."""
+    repo: ModelRepository = request.app.state.repository
+    handle = serving_model(list(repo.models.values()), kind)
+    if handle is None:
+        raise Unavailable(f"no model for task {kind!r} in {repo.root}")
+    task = request.app.state.tasks.get(handle.name)
+    if task is None:
+        raise Unavailable(f"model {handle.name} is {handle.state}" + (f": {handle.error}" if handle.error else ""))
+    return task
 
-    def dependency(request: Request):
-        task = request.app.state.tasks.get(name)
-        if task is None:
-            handle = request.app.state.repository.for_task(name)  # Unavailable when there is none
-            raise Unavailable(f"model {handle.name} is {handle.state}" + (f": {handle.error}" if handle.error else ""))
-        return task
+
+def task_of(cls: type[T]):
+    """A dependency giving the task object of class `cls` that serves its endpoint."""
+
+    def dependency(request: Request) -> T:
+        return serving_task(request, cls.kind)
 
     return dependency
+
+
+def enveloped(task: Task, result: dict) -> dict:
+    """Every task response names the model and the version that produced it."""
+    return {"model": task.model.name, "version": task.model.version, **result}
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 DeadlineDep = Annotated[float, Depends(get_deadline)]
+ExtractDep = Annotated[ExtractTask, Depends(task_of(ExtractTask))]
+QADep = Annotated[QATask, Depends(task_of(QATask))]
+MathDep = Annotated[MathTask, Depends(task_of(MathTask))]
+MLMDep = Annotated[MLMTask, Depends(task_of(MLMTask))]

@@ -219,7 +219,7 @@ class ModelInfo(BaseModel):
     error: str | None = None
     providers: list[str]
     quality: dict | None = Field(None, description="measured quality, with the data split and command")
-    max_length: int | None = None
+    limits: dict[str, int] | None = Field(None, description="what the model accepts per request (model.json limits)")
     stages: list[str]
 
 

@@ -30,6 +30,7 @@ LOADING, READY, FAILED = "loading", "ready", "failed"
 class ModelHandle:
     name: str
     config: dict
+    config_path: Path | None = None  # models/<name>/model.json
     version: str | None = None
     directory: Path | None = None  # the version folder
     stages: dict[str, Batcher] = field(default_factory=dict)
@@ -51,7 +52,7 @@ class ModelHandle:
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "task": self.task, "state": self.state,
                 "error": self.error, "providers": self.providers, "quality": self.config.get("quality"),
-                "max_length": self.config.get("max_length"), "stages": sorted(self.config.get("stages", {}))}
+                "limits": self.config.get("limits"), "stages": sorted(self.config.get("stages", {}))}
 
 
 def latest_version(model_dir: Path) -> Path:
@@ -88,9 +89,9 @@ class ModelRepository:
             name = config_path.parent.name
             try:
                 config = json.loads(config_path.read_text(encoding="utf-8"))
-                self.models[name] = ModelHandle(name, config)
+                self.models[name] = ModelHandle(name, config, config_path)
             except Exception as exc:  # noqa: BLE001
-                self.models[name] = ModelHandle(name, {}, state=FAILED, error=f"bad model.json: {exc}")
+                self.models[name] = ModelHandle(name, {}, config_path, state=FAILED, error=f"bad model.json: {exc}")
             self.metrics.model_ready.labels(name).set(0)
         return list(self.models.values())
 
@@ -129,13 +130,6 @@ class ModelRepository:
     def mark_failed(self, handle: ModelHandle, error: str) -> None:
         handle.state, handle.error = FAILED, error
         self.metrics.model_ready.labels(handle.name).set(0)
-
-    def for_task(self, task: str) -> ModelHandle:
-        """The model serving a task (the first by name when several do)."""
-        for handle in self.models.values():
-            if handle.task == task:
-                return handle
-        raise Unavailable(f"no model for task {task!r} in {self.root}")
 
     async def stop(self) -> None:
         for handle in self.models.values():

@@ -1,28 +1,39 @@
-"""Which task class serves a model, by model.json "task"."""
+"""Which task class serves a model (by model.json "task"), and which model serves a task.
+
+The rule when several models have the same task: the model named like the task serves it (models/qa
+serves /qa); otherwise the first of them by name. The others stay reachable through /v2.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from app.runtime.repository import FAILED, ModelHandle, ModelRepository
+from app.tasks.base import Task
 from app.tasks.extract import ExtractTask
 from app.tasks.math import MathTask
-from app.tasks.mlm import PerturbedMaskingTask
+from app.tasks.mlm import MLMTask
 from app.tasks.qa import QATask
 
 log = logging.getLogger(__name__)
 
-TASKS = {"extract": ExtractTask, "math": MathTask, "mlm": PerturbedMaskingTask, "qa": QATask}
+TASKS: dict[str, type[Task]] = {t.kind: t for t in (ExtractTask, QATask, MathTask, MLMTask)}
 
 
-def load_task(repo: ModelRepository, handle: ModelHandle):
+def serving_model(models: list[ModelHandle], kind: str) -> ModelHandle | None:
+    """The model that serves task `kind` (the rule above), whatever its state."""
+    candidates = sorted((h for h in models if h.task == kind), key=lambda h: (h.name != kind, h.name))
+    return candidates[0] if candidates else None
+
+
+def load_task(repo: ModelRepository, handle: ModelHandle) -> Task | None:
     """Load one model (blocking) and build its task object; None, with the model marked failed, if either fails."""
     repo.load(handle)
     if handle.state == FAILED:
         return None
     try:
         if handle.task not in TASKS:
-            raise ValueError(f"unknown task {handle.task!r}")
+            raise ValueError(f"{handle.config_path}: task: {handle.task!r} is not one of {sorted(TASKS)}")
         return TASKS[handle.task](handle)
     except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
         log.exception("model %s: task set-up failed", handle.name)

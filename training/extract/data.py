@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.tasks.extract_schema import VALUE, Schema
+from app.tasks.extract.schema import VALUE, Schema
 from app.text import normalize
+from training.common.io import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +22,6 @@ class Example:
     triples: list[tuple[str, str, dict[str, str]]]
     # subject span -> list of (label index, object span), spans inclusive [start, end]
     spans: dict[tuple[int, int], list[tuple[int, tuple[int, int]]]] = field(default_factory=dict)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def parse_record(record: dict) -> Example:
@@ -72,12 +66,6 @@ def load_examples(paths: list[Path], schema: Schema) -> list[Example]:
     if missed:
         log.warning("%d triples not found verbatim in their text were skipped", missed)
     return examples
-
-
-def split_of(text: str) -> str:
-    """A stable split by text hash: 80% train, 8% dev (thresholds, checkpoints), 12% test (report)."""
-    bucket = int(hashlib.md5(text.encode("utf-8")).hexdigest()[:8], 16) % 100
-    return "train" if bucket < 80 else "dev" if bucket < 88 else "test"
 
 
 # An abbreviation is derived from its full name: swapping either side would teach a false pair.

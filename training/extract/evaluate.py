@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.tasks.extract_decode import MAX_SUBJECTS, Span, Thresholds, build_triples, find_subjects
-from app.tasks.extract_schema import Schema, triple_key
+from app.tasks.extract.decode import MAX_SUBJECTS, Span, Thresholds, build_triples, find_subjects
+from app.tasks.extract.schema import Schema
 from app.text import CharVocab
 
 
@@ -120,7 +120,7 @@ async def predict_served(models: Path, texts: list[str], chunk: int = 16, concur
 
     from tqdm import tqdm
 
-    from training.serving import served_task
+    from training.common.serving import served_task
 
     results: list[list[dict]] = [[] for _ in texts]
     gate = asyncio.Semaphore(concurrency)
@@ -129,7 +129,7 @@ async def predict_served(models: Path, texts: list[str], chunk: int = 16, concur
 
         async def run(start: int) -> None:
             async with gate:
-                part = [t[: task.max_length] for t in texts[start : start + chunk]]
+                part = [t[: task.limits.max_length] for t in texts[start : start + chunk]]
                 results[start : start + len(part)] = await task.extract(part, time.monotonic() + 3600)
                 bar.update(len(part))
 
@@ -144,13 +144,20 @@ def evaluate_served(data: list[Path], models: Path, limit: int = 0, split: str |
     """`zhserve eval extract`: micro P/R/F1 of the served model on DuIE 2.0 or SKE JSON lines."""
     import asyncio
 
-    from training.extract.data import parse_record, read_jsonl, split_of
+    from training.common.io import read_jsonl
+    from training.common.splits import extract_split
+    from training.extract.data import parse_record
 
     examples = [parse_record(r) for path in data for r in read_jsonl(path)]
     if split:
-        examples = [e for e in examples if split_of(e.text) == split]
+        examples = [e for e in examples if extract_split(e.text) == split]
     if limit:
         examples = examples[:limit]
     predicted = asyncio.run(predict_served(models, [e.text for e in examples]))
     scores = prf(map(keys, predicted), (keys(e.triples) for e in examples))
     return {"task": "extract", "n": len(examples), **scores}
+
+
+def triple_key(subject: str, predicate: str, obj: dict[str, str]) -> tuple:
+    """What makes two triples the same for scoring: subject, predicate and the full object."""
+    return subject, predicate, tuple(sorted(obj.items()))

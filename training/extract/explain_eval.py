@@ -1,6 +1,6 @@
 """`zhserve eval explain`: are the served model's Integrated-Gradients attributions sound and faithful?
 
-On the first N dev-split sentences (training/extract/data.py split_of), the served pipeline (in-process:
+On the first N dev-split sentences (training/extract/data.py extract_split), the served pipeline (in-process:
 repository, batchers, onnxruntime) finds triples; the top one (highest /extract score) of each
 sentence is explained as POST /explain would (default steps, trapezoid, zero baseline), and:
 
@@ -28,12 +28,13 @@ KS = (1, 3, 5)
 
 
 def dev_texts(data: list[Path], limit: int, split: str = "dev") -> list[str]:
-    from training.extract.data import read_jsonl, split_of
+    from training.common.io import read_jsonl
+    from training.common.splits import extract_split
 
     texts: list[str] = []
     for path in data:
         for record in read_jsonl(path):
-            if split_of(record["text"]) == split:
+            if extract_split(record["text"]) == split:
                 texts.append(record["text"])
                 if limit and len(texts) >= limit:
                     return texts
@@ -65,7 +66,7 @@ def perturbation_rows(explainer, text: str, target, attributions: np.ndarray, rn
 
 
 async def run_eval(models: Path, texts: list[str], draws: int, seed: int, concurrency: int) -> dict:
-    from training.serving import served_task
+    from training.common.serving import served_task
 
     async with served_task(models, "extract") as task:
         if task.explainer is None:
@@ -77,7 +78,7 @@ async def _explain_all(task, texts: list[str], draws: int, seed: int, concurrenc
     from tqdm import tqdm
 
     from app.runtime.errors import InvalidInput
-    from app.tasks.extract_explain import resolve_target
+    from app.tasks.extract.explain import resolve_target
 
     explainer, handle = task.explainer, task.model
     ratios: list[float] = []
@@ -90,7 +91,7 @@ async def _explain_all(task, texts: list[str], draws: int, seed: int, concurrenc
 
     async def explain_one(index: int, text: str) -> None:
         deadline = time.monotonic() + 3600
-        if len(text) > min(task.max_length, explainer.max_length):
+        if len(text) > min(task.limits.max_length, explainer.max_length):
             skipped["too_long"] += 1
             return
         triples = (await task.extract([text], deadline))[0]

@@ -15,18 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.tasks.extract_schema import Schema
+from app.tasks.extract.schema import Schema
 from app.text import CharVocab
-from training.extract.data import load_examples, split_of
+from training.common.export import fold_pretrained, write_model_json
+from training.common.paths import portable_recipe, short
+from training.common.plots import plot_curve
+from training.common.splits import extract_split
+from training.extract.data import load_examples
 from training.extract.evaluate import evaluate_torch, tune_thresholds
 from training.extract.gradient import export_gradient_stage
 from training.extract.model import DGCNNConfig, DGCNNExtractor, ObjectStage, SubjectStage
-from training.paths import portable_recipe, short
-from training.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
 MAX_LENGTH = 512  # characters per text; the position table's size
+MAX_TEXTS = 64  # texts per /extract request
 
 
 def load_net(checkpoint: Path) -> DGCNNExtractor:
@@ -35,20 +38,6 @@ def load_net(checkpoint: Path) -> DGCNNExtractor:
     state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt["ema"]  # "ema": checkpoints before 0.1
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.eval()
-
-
-def fold_pretrained(net):
-    """The frozen pretrained table and its projection are one more lookup by the same id: fold them
-    into the trainable embedding (exact), so the exported model carries one table, not two. Works for
-    any net built like the DGCNNs here (`embed`, `pretrained`, `pretrained_proj`, a dataclass `config`)."""
-    if not net.config.pretrained_dim:
-        return net
-    folded = type(net)(type(net.config)(**{**net.config.to_dict(), "pretrained_dim": 0}))
-    state = {k: v for k, v in net.state_dict().items() if not k.startswith("pretrained")}
-    with torch.no_grad():
-        state["embed.weight"] = net.embed.weight + net.pretrained_proj(net.pretrained.weight)
-    folded.load_state_dict(state)
-    return folded.eval()
 
 
 def save_checkpoint(net: DGCNNExtractor, path: Path) -> None:
@@ -120,8 +109,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     schema = Schema.load(run / "schema.jsonl")
     net = fold_pretrained(load_net(run / "best.pt"))
     examples = load_examples(data, schema)
-    dev = [e for e in examples if split_of(e.text) == "dev"]
-    test = [e for e in examples if split_of(e.text) == "test"]
+    dev = [e for e in examples if extract_split(e.text) == "dev"]
+    test = [e for e in examples if extract_split(e.text) == "test"]
 
     thresholds, dev_scores = tune_thresholds(net, vocab, schema, dev)
     log.info("thresholds %s: dev %s", thresholds, dev_scores)
@@ -154,7 +143,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         "description": "DGCNN + probabilistic-graph relation extraction (DuIE 2.0 schema, compound objects)",
         "vocab": "vocab.txt",
         "schema": "schema.jsonl",
-        "max_length": MAX_LENGTH,
+        "limits": {"max_length": MAX_LENGTH, "max_texts": MAX_TEXTS},
         "architecture": net.config.to_dict(),
         "thresholds": asdict(thresholds),
         # A small token budget splits the queue into batches of similar length: on CPU, padding costs
@@ -163,7 +152,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         "stages": stages,
         "explain": {"embeddings": "embeddings.npy", "steps": 50, "max_steps": 200},
         "quality": {
-            "split": "test: 12% of the DuIE 2.0 train subsets by md5(text) (training/extract/data.py split_of)",
+            "split": "test: 12% of the DuIE 2.0 train subsets by md5(text) (training/extract/data.py extract_split)",
             "n": len(test), **test_scores,
             "dev": {"n": len(dev), **dev_scores},
             "metric": "micro P/R/F1 over exact (subject, predicate, full object) triples",
@@ -181,5 +170,5 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
                           "(zhserve train embeddings)",
         },
     }
-    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(model_dir, config)
     return model_dir

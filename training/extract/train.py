@@ -15,14 +15,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from app.tasks.extract_decode import Thresholds
-from app.tasks.extract_schema import Schema
+from app.tasks.extract.decode import Thresholds
+from app.tasks.extract.schema import Schema
 from app.text import CharVocab
-from training.extract.data import Example, entity_pools, load_examples, split_of, swap_entities
+from training.common.loop import resume, save_last, train_epoch
+from training.common.paths import RUNS
+from training.common.schedule import learning_rate
+from training.common.splits import extract_split
+from training.extract.data import Example, entity_pools, load_examples, swap_entities
 from training.extract.evaluate import evaluate_torch
 from training.extract.model import DGCNNConfig, DGCNNExtractor
-from training.loop import resume, save_last, train_epoch
-from training.paths import RUNS
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class TrainConfig:
     data: list[str]
     schema: str
     out: str
-    embeddings: str | None = None  # folder with vocab.txt + char_vectors.npy (training/embeddings.py)
+    embeddings: str | None = None  # folder with vocab.txt + char_vectors.npy (training/common/embeddings.py)
     hidden: int = 128
     epochs: int = 30
     batch_size: int = 64
@@ -88,14 +90,6 @@ def tensors(batch: list[Example], vocab: CharVocab, num_labels: int, max_len: in
     return as_t(ids), as_t(s_target), as_t(o_target), as_t(subject), as_t(has_subject)
 
 
-def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """Constant, then a linear anneal to 10% over the last `decay_epochs` epochs."""
-    into_decay = epoch - (cfg.epochs - cfg.decay_epochs)
-    if cfg.decay_epochs <= 0 or into_decay < 0:
-        return cfg.lr
-    return cfg.lr * (1.0 - 0.9 * (into_decay + 1) / cfg.decay_epochs)
-
-
 def loss_fn(net: DGCNNExtractor, batch) -> torch.Tensor:
     ids, s_target, o_target, subject, has_subject = batch
     s_logits, o_logits = net(ids, subject)
@@ -121,7 +115,7 @@ def batches(examples: list[Example], batch_size: int, rng: random.Random) -> lis
 
 def extra_examples(paths: list[Path], main: list[Example], schema: Schema) -> list[Example]:
     """Examples of training-only files, less any sentence of the main data's dev or test split."""
-    held_out = {e.text for e in main if split_of(e.text) != "train"}
+    held_out = {e.text for e in main if extract_split(e.text) != "train"}
     return [e for e in load_examples(paths, schema) if e.text not in held_out]
 
 
@@ -134,8 +128,8 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     schema = Schema.load(cfg.schema)
     examples = load_examples([Path(p) for p in cfg.data], schema)
-    train_set = [e for e in examples if split_of(e.text) == "train"]
-    dev_set = [e for e in examples if split_of(e.text) == "dev"]
+    train_set = [e for e in examples if extract_split(e.text) == "train"]
+    dev_set = [e for e in examples if extract_split(e.text) == "dev"]
     if cfg.extra_train:
         extra = extra_examples([Path(p) for p in cfg.extra_train], examples, schema)
         log.info("extra training sentences: %d", len(extra))

@@ -9,15 +9,18 @@ Samples whose expression does not evaluate to the given answer are dropped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.tasks.math_eval import ExpressionError, evaluate, parse_answer, same_answer
-from app.tasks.math_text import EquationError, expression_tokens, render, slot_question
-from training.extract.data import read_jsonl
-from training.paths import DATA
+from app.tasks.math.evaluator import ExpressionError, evaluate
+from app.tasks.math.text import NUMBER, OPERATORS, SLOT, number_expression, render, slot_question
+from app.text import normalize
+from training.common.io import read_jsonl
+from training.common.paths import DATA
+from training.common.splits import ape_split
+from training.math.answers import parse_answer, same_answer
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +37,6 @@ class Problem:
     pieces: list[str] | None = None
     numbers: list[str] | None = None
     target: list[str] | None = None  # expression tokens, when the equation could be read and checks out
-
-
-def ape_split(problem_id: str) -> str:
-    """Our split of Ape210K valid: a fifth "dev" (choices made while training), then "train" and "test"
-    halves of the rest."""
-    bucket = int(hashlib.md5(str(problem_id).encode()).hexdigest(), 16)
-    return "dev" if bucket % 5 == 0 else "train" if bucket // 5 % 2 == 0 else "test"
 
 
 def prepare(record: dict) -> Problem:
@@ -75,3 +71,54 @@ def training_set(paths: list[Path], ape_copies: int = 0) -> list[Problem]:
     kept = [p for p in problems if p.target is not None]
     log.info("training problems: %d of %d kept (equation read and equal to the answer)", len(kept), len(problems))
     return kept
+
+
+EQUATION_TOKEN_RE = re.compile(rf"({NUMBER})|(\*\*|[-+*/^()%:])")
+
+
+class EquationError(ValueError):
+    pass
+
+
+def expression_tokens(equation: str, numbers: list[str]) -> list[str]:
+    """An Ape210K equation ("x=7200/(1+7%-95%)") -> target tokens over slots and characters.
+
+    `x=` is stripped, [ ] become ( ), ** becomes ^, ratios a:b become a/b, x% becomes (x/100), mixed numbers (a+b/c);
+    a number also written in the question becomes the slot of its first occurrence."""
+    eq = normalize(equation).replace(" ", "").replace("[", "(").replace("]", ")")
+    if eq.startswith("x="):
+        eq = eq[2:]
+    elif eq.endswith("=x"):
+        eq = eq[:-2]
+    if "x" in eq or "=" in eq:
+        raise EquationError(f"not a single expression for x: {equation!r}")
+    slots = {}
+    for i, n in enumerate(numbers):
+        slots.setdefault(n, SLOT.format(i))
+    stack: list[int] = []  # indexes of open "(" groups in `out`
+    out: list[list[str]] = []  # groups of tokens: a number, an operator or a closed (...), so % can wrap one
+    at = 0
+    for m in EQUATION_TOKEN_RE.finditer(eq):
+        if m.start() != at:
+            raise EquationError(f"unexpected {eq[at:m.start()]!r} in {equation!r}")
+        at = m.end()
+        number, op = m.groups()
+        if number is not None:
+            out.append([slots[number]] if number in slots else list(number_expression(number)))
+        elif op == "(":
+            stack.append(len(out))
+            out.append(["("])
+        elif op == ")":
+            if not stack:
+                raise EquationError(f"unbalanced ) in {equation!r}")
+            start = stack.pop()
+            out[start:] = [sum(out[start:], []) + [")"]]
+        elif op == "%":
+            if not out or out[-1][-1] in OPERATORS + "(":
+                raise EquationError(f"% without a number in {equation!r}")
+            out[-1] = ["("] + out[-1] + list("/100)")
+        else:
+            out.append(["^" if op == "**" else "/" if op == ":" else op])
+    if at != len(eq) or stack or not out:
+        raise EquationError(f"cannot read {equation!r}")
+    return sum(out, [])

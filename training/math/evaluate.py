@@ -14,9 +14,10 @@ from fractions import Fraction
 from pathlib import Path
 
 from app.runtime.errors import ZhserveError
-from app.tasks.math_eval import ExpressionError, parse_answer, same_answer
+from app.tasks.math.evaluator import ExpressionError
+from training.common.serving import gather_with_progress, served_task
+from training.math.answers import parse_answer, same_answer
 from training.math.data import load
-from training.serving import gather_with_progress, served_task
 
 
 def solved(result: dict, gold: str) -> bool:

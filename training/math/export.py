@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from app.text import CharVocab
+from training.common.export import write_model_json
+from training.common.paths import shown
+from training.common.plots import plot_curve
 from training.math.cache import CachedEncoder, CachedStep
 from training.math.model import hidden_states
-from training.paths import shown
-from training.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,8 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
         "description": "UniLM seq2seq on the project's BERT: a math word problem -> an expression, beam search "
                        "with a key/value cache",
         "vocab": "vocab.txt",
-        "max_question_tokens": max_source - 2,
-        "max_expression_tokens": max_target - 1,
-        "beam_size": 4,
-        "max_beam_size": 10,
+        "limits": {"max_question_tokens": max_source - 2, "max_beam_size": 10},
+        "decoding": {"beam_size": 4, "max_expression_tokens": max_target - 1},
         "architecture": {"layers": layers, "hidden": c.hidden_size, "heads": heads, "vocab_size": len(vocab),
                          "max_position_embeddings": c.max_position_embeddings},
         "stages": {
@@ -135,7 +134,7 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
         "quality": {**quality, "onnx_parity_max_abs_diff": parity},
         "training": training,
     }
-    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(model_dir, config)
     log.info("wrote %s (parity %.1e)", model_dir, parity)
     return model_dir
 
@@ -183,4 +182,4 @@ def measure_shares(models: Path, name: str, eval_data: Path, eval_limit: int = 0
             **figures, "data": f"{shown(eval_data)}, our {split} share (training/math/data.py ape_split)",
             "command": f"zhserve eval math --data {shown(eval_data)} --split {split}"
                        + (f" --limit {eval_limit}" if eval_limit else "")}
-    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(path.parent, config)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from app.tasks.math_text import SLOT_TOKENS
+from app.tasks.math.text import SLOT_TOKENS
 from app.text import CharVocab
 
 
@@ -39,7 +39,7 @@ def from_pretrained(run: Path, max_positions: int):
     positions repeat the learned ones."""
     from transformers import BertForMaskedLM
 
-    from training.mlm.export import load_mlm
+    from training.common.bert import load_mlm
 
     old, base = load_mlm(run)
     vocab = math_vocab(base)

@@ -1,4 +1,4 @@
-"""`zhserve train math-reranker`: fit the answer reranker (app/tasks/math_rerank.py) on the served solver's
+"""`zhserve train math-reranker`: fit the answer reranker (app/tasks/math/rerank.py) on the served solver's
 beams for our Ape210K train share (problems the shipped solver never trained on), measure it on the dev
 and test shares against the default rule and the beam's oracle, and write it into the model's model.json.
 
@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from app.runtime.errors import ZhserveError
-from app.tasks.math import answer_from
-from app.tasks.math_eval import ExpressionError, evaluate, parse_answer, same_answer
-from app.tasks.math_rerank import FEATURES, Candidate, Reranker, candidate_features
-from training.logistic import fit_logistic
+from app.tasks.math.task import answer_from
+from app.tasks.math.evaluator import ExpressionError, evaluate
+from app.tasks.math.rerank import FEATURES, Candidate, Reranker, candidate_features
+from training.common.export import write_model_json
+from training.common.logistic import fit_logistic
+from training.common.paths import shown
+from training.common.serving import gather_with_progress, served_task
+from training.math.answers import parse_answer, same_answer
 from training.math.data import load
 from training.math.export import measure_shares
-from training.paths import shown
-from training.serving import gather_with_progress, served_task
 
 log = logging.getLogger(__name__)
 SHARES = ("train", "dev", "test")
@@ -121,11 +123,11 @@ def main(models: Path, name: str, data: Path, beam_size: int, out: Path, command
         return report
     config_path = models / name / "model.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["beam_size"] = beam_size  # the reranker reads beams of this size
+    config["decoding"]["beam_size"] = beam_size  # the reranker reads beams of this size
     config["rerank"] = {"weights": weights, "features": list(FEATURES),
                         "rule": "the candidate with the largest weights . features among those that evaluate "
-                                "(app/tasks/math_rerank.py)"}
+                                "(app/tasks/math/rerank.py)"}
     config["quality"]["rerank"] = report
-    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(config_path.parent, config)
     measure_shares(models, name, data)  # the served figures now read the reranked beams
     return report

@@ -21,10 +21,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from app.text import CharVocab
+from training.common.paths import RUNS
+from training.common.schedule import adamw, warmup_linear
 from training.math.data import APE_VALID, MATH23K, Problem, load, training_set
 from training.math.model import from_pretrained, from_scratch, hidden_states, math_vocab
-from training.optim import adamw, warmup_linear
-from training.paths import RUNS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def batches(pairs: list, size: int, rng: random.Random):
 @torch.no_grad()
 def greedy(model, vocab: CharVocab, problems: list[Problem], max_target: int, batch: int = 64) -> list[list[str]]:
     """Greedy expressions (token lists), recomputing the whole sequence each step: a quick check while
-    training; serving uses beam search with the expression grammar (app/tasks/math_decode.py)."""
+    training; serving uses beam search with the expression grammar (app/tasks/math/decode.py)."""
     model.eval()
     results = []
     for start in range(0, len(problems), batch):
@@ -133,8 +133,9 @@ def greedy(model, vocab: CharVocab, problems: list[Problem], max_target: int, ba
 
 
 def accuracy(problems: list[Problem], outputs: list[list[str]]) -> dict:
-    from app.tasks.math_eval import ExpressionError, evaluate, parse_answer, same_answer
-    from app.tasks.math_text import render
+    from app.tasks.math.evaluator import ExpressionError, evaluate
+    from app.tasks.math.text import render
+    from training.math.answers import parse_answer, same_answer
 
     correct = valid = 0
     for p, tokens in zip(problems, outputs, strict=True):
@@ -153,8 +154,7 @@ def accuracy(problems: list[Problem], outputs: list[list[str]]) -> dict:
 def build(cfg: MathConfig):
     if cfg.init:
         return from_pretrained(Path(cfg.init), cfg.max_positions)
-    from training.mlm.train import MLMConfig  # only for the default vocabulary location
-    base = CharVocab.load(Path(MLMConfig().out) / "vocab.txt")
+    base = CharVocab.load(RUNS / "mlm" / "vocab.txt")  # the vocabulary of `zhserve train mlm`'s default run
     vocab = math_vocab(base)
     return from_scratch(vocab, cfg.hidden, cfg.layers, cfg.heads, cfg.max_positions), vocab
 

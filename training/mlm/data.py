@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from app.text import CharVocab
 from app.text.vocab import MATH_TOKENS
-from training.embeddings import corpus_lines
-from training.paths import DATA
+from training.common.embeddings import corpus_lines
+from training.common.paths import DATA
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 def task_texts(data: Path = DATA) -> Iterator[str]:
     """Texts of the tasks' training material. Left out: the /extract test and dev splits, the segmentation
     and parsing files (our evaluation sets) and Ape210K (the math evaluation set)."""
-    from training.extract.data import read_jsonl, split_of
+    from training.common.io import read_jsonl
+    from training.common.splits import extract_split
 
     for f in sorted((data / "ie").glob("*/*.json")):
         if "dev" not in f.name and "schema" not in f.name:
-            yield from (r["text"] for r in read_jsonl(f) if split_of(r["text"]) == "train")
+            yield from (r["text"] for r in read_jsonl(f) if extract_split(r["text"]) == "train")
     cmrc = json.loads((data / "qa" / "cmrc2018" / "train.json").read_text(encoding="utf-8"))
     for article in cmrc["data"]:
         for paragraph in article["paragraphs"]:

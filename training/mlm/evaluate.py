@@ -8,10 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.tasks.parsing import fitting_half
-from app.tasks.segmentation import score_segmentation
-from app.tasks.trees import chain_heads, uas
-from training.serving import gather_with_progress, served_task
+from training.common.serving import gather_with_progress, served_task
+from training.mlm.metrics import chain_heads, fitting_half, score_segmentation, uas
 
 
 @dataclass
@@ -83,8 +81,8 @@ def evaluate_parse(data: list[Path], models: Path, limit: int = 0) -> dict:
     limits: list[int] = []
 
     def accepted(task) -> list[Sentence]:
-        limits.append(task.parse_max_length)
-        return [s for s in every if len(s.text) <= task.parse_max_length][: limit or None]
+        limits.append(task.limits.max_parse_length)
+        return [s for s in every if len(s.text) <= task.limits.max_parse_length][: limit or None]
 
     sentences, predicted = asyncio.run(
         _run_all(models, accepted, lambda t, s, d: t.parse(s.text, s.words, d), "parse"))
@@ -100,5 +98,5 @@ def evaluate_parse(data: list[Path], models: Path, limit: int = 0) -> dict:
     unseen = [i for i, s in enumerate(sentences) if not fitting_half(s.text)]
     return {"task": "parse", **scores(list(range(len(sentences)))),
             "sentences": f"{len(sentences)} of {len(every)} (those of at most {max_length} characters)",
-            "held_out": {"note": "sentences the arc rule cannot have been fitted on (app/tasks/parsing.py "
+            "held_out": {"note": "sentences the arc rule cannot have been fitted on (app/tasks/mlm/parse.py "
                                  "fitting_half)", **scores(unseen)}}

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from app.text import CharVocab
-from training.paths import shown
-from training.plots import plot_curve
+from training.common.bert import load_mlm
+from training.common.export import write_model_json
+from training.common.paths import shown
+from training.common.plots import plot_curve
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +34,6 @@ class HiddenAtLayer(nn.Module):
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         mask = (token_ids != self.pad_id).long()
         return self.bert(input_ids=token_ids, attention_mask=mask).last_hidden_state
-
-
-def load_mlm(run: Path):
-    """(BertForMaskedLM, CharVocab) from a training run folder (last.pt) or a Hugging Face folder."""
-    from transformers import BertForMaskedLM
-
-    vocab = CharVocab.load(run / "vocab.txt")
-    if (run / "last.pt").exists():  # a `zhserve train mlm` run
-        from training.mlm.train import MLMConfig, bert_config
-
-        state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-        model = BertForMaskedLM(bert_config(MLMConfig(**state["config"]), vocab))
-        model.load_state_dict(state["model"])
-    else:
-        model = BertForMaskedLM.from_pretrained(str(run))
-    return model.eval(), vocab
 
 
 def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
@@ -77,8 +63,9 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
                 arc_weights: list[float] | None = None, tagger=None) -> Path:
     """arc_weights: the fitted arc rule for /parse, reading the WordTagger `tagger`'s guesses when given;
     without it /parse reads the impacts alone (the paper's rule in `orientation`, `root_rule`, `center`)."""
-    from app.tasks.parsing import ARC_FEATURES, ROOT_FEATURES, tag_feature_names
-    from app.tasks.segmentation import feature_names, mutual_only
+    from app.tasks.mlm.parse import ARC_FEATURES, ROOT_FEATURES, tag_feature_names
+    from app.tasks.mlm.segment import feature_names
+    from training.mlm.probe import mutual_only
 
     model_dir = models / name
     out = model_dir / "1"
@@ -98,23 +85,23 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
         "task": "mlm",
         "description": "BERT masked LM encoder for Perturbed Masking: /segment and /parse",
         "vocab": "vocab.txt",
-        "max_length": 2000,  # /segment: the text is probed clause by clause
-        "max_clause_length": min(limit, 64),
+        # /segment probes clause by clause, so its texts can be long; /parse probes every pair of characters
+        "limits": {"max_length": 2000, "max_parse_length": min(limit, 40)},
         "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
                          "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
                          "max_position_embeddings": model.config.max_position_embeddings, "probe_layer": layer},
-        "segment": {"threshold": threshold,
+        "segment": {"max_clause_length": min(limit, 64), "threshold": threshold,
                     "weights": list(mutual_only(ngrams is not None) if weights is None else weights),
                     "features": feature_names(ngrams is not None),
                     **({"ngrams": "ngrams.npz"} if ngrams is not None else {}),
                     "rule": "join neighbours i, i+1 when weights . gap_features(i) > threshold "
-                            "(app/tasks/segmentation.py)"},
-        "parse": {"max_length": min(limit, 40), "orientation": orientation, "root": root_rule,
+                            "(app/tasks/mlm/segment.py)"},
+        "parse": {"orientation": orientation, "root": root_rule,
                   "center": center,
                   **({"tagger": "parse_tagger.npz", "tags": tagger.tags} if tagger is not None else {}),
                   **({"weights": arc_weights, "features": [*ARC_FEATURES, *tag_names, *ROOT_FEATURES],
                       "rule": "per dependent, softmax over candidate heads and the root of weights . features; "
-                              "Eisner over the log-probabilities (app/tasks/parsing.py)"} if arc_weights else {})},
+                              "Eisner over the log-probabilities (app/tasks/mlm/parse.py)"} if arc_weights else {})},
         # CPU: one request already fills the cores, and large padded batches cost more than they share
         # (bench segment: 1024 to 4096 tokens alike, 32768 slower); raise it on a GPU.
         "batching": {"max_batch_size": 512, "max_batch_tokens": 2048, "max_queue_delay_ms": 2.0},
@@ -125,7 +112,7 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
         "quality": {**quality, "onnx_parity_max_abs_diff": parity},
         "training": training,
     }
-    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(model_dir, config)
     log.info("wrote %s (parity %.1e)", model_dir, parity)
     return model_dir
 
@@ -143,7 +130,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
            tune_limit: int = 0, ngrams: Path | None = None) -> Path:
     """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json.
     `ngrams`: corpus statistics (zhserve train ngrams) for the segmentation rule, if counted with this vocabulary."""
-    from app.tasks.ngrams import NgramStats, vocab_digest
+    from app.tasks.mlm.ngrams import NgramStats, vocab_digest
     from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
     from training.mlm.probe import tune_parsing, tune_segmentation
 
@@ -168,7 +155,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         orientation, root_rule, center = parse["paper"].values()
         arc_weights, tagger = parse.pop("weights"), parse.pop("tagger")
         tuning["parsing"] = {"data": f"sentences of at most 40 characters of {shown(tune_data)}: fitted on those "
-                                     "of app/tasks/parsing.py fitting_half, UAS (gold words) on the others; the "
+                                     "of app/tasks/mlm/parse.py fitting_half, UAS (gold words) on the others; the "
                                      "tagger on the universal POS of every fitting_half sentence",
                              "layer": layer, **parse}
     training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
@@ -199,5 +186,5 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
             **parse, "data": [shown(p) for p in parse_eval],
             "command": f"zhserve eval parse --data {' '.join(shown(p) for p in parse_eval)}"
                        + (f" --limit {parse_limit}" if parse_limit else "")}
-    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(model_dir, config)
     return model_dir

@@ -1,4 +1,4 @@
-"""Count the pretraining stream's n-grams into the boundary statistics /segment reads (app/tasks/ngrams.py).
+"""Count the pretraining stream's n-grams into the boundary statistics /segment reads (app/tasks/mlm/ngrams.py).
 
 Input: the uint16 id stream `zhserve train mlm` writes (runs/mlm/train.npy: corpus + task training
 texts, never evaluation gold) and its vocabulary. Contexts seen fewer than `min_count` times are left
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.tasks.ngrams import MAX_N, ngram_keys, vocab_digest
+from app.tasks.mlm.ngrams import MAX_N, ngram_keys, vocab_digest
 from app.text import CharVocab
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.tasks.ngrams import NgramStats
-from app.tasks.parsing import (
+from app.tasks.mlm.ngrams import NgramStats
+from app.tasks.mlm.parse import (
     ARC_FEATURES,
     IMPACTS,
     ROOT_FEATURES,
@@ -23,23 +23,15 @@ from app.tasks.parsing import (
     arc_log_probs,
     decode,
     dependency_scores,
-    fitting_half,
     word_spans,
     word_vectors,
 )
-from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import (
-    FEATURES,
-    clauses,
-    feature_names,
-    gap_features,
-    mutual_only,
-    score_segmentation,
-    words_from_scores,
-)
-from app.tasks.trees import chain_heads, eisner, uas
+from app.tasks.mlm.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
+from app.tasks.mlm.segment import FEATURES, clauses, feature_names, gap_features, words_from_scores
+from app.tasks.mlm.trees import eisner
 from app.text import CharVocab
-from training.logistic import fit_logistic, fit_softmax
+from training.common.logistic import fit_logistic, fit_softmax
+from training.mlm.metrics import chain_heads, fitting_half, score_segmentation, uas
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +230,8 @@ def tune_parsing(model, vocab: CharVocab, sentences, layer: int, stats: NgramSta
     return {"weights": [round(float(w), 6) for w in weights[best]], "rule": best, "tagger": tagger,
             "tagging": tagging, "paper": dict(zip(("orientation", "root", "center"), settings, strict=True)),
             "fitted_on": sum(fit), "held_out": len(held), "uas_held_out": rows}
+
+
+def mutual_only(ngrams: bool) -> np.ndarray:
+    """The plain rule of the paper: join when the mutual impact is high."""
+    return np.array([name == "mutual" for name in feature_names(ngrams)], dtype=np.float64)

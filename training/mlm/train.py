@@ -19,8 +19,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from app.text import CharVocab
-from training.optim import adamw, warmup_linear
-from training.paths import RUNS
+from training.common.bert import bert_config
+from training.common.paths import RUNS
+from training.common.schedule import adamw, warmup_linear
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,6 @@ RECIPES = {
     "gpu": {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 2048, "batch_size": 256, "steps": 60_000,
             "lr": 5e-4, "short_fraction": 0.7},
 }
-
-
-def bert_config(cfg: MLMConfig, vocab: CharVocab):
-    from transformers import BertConfig
-
-    return BertConfig(vocab_size=len(vocab), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-                      num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate,
-                      max_position_embeddings=cfg.seq_len, pad_token_id=vocab.pad_id)
 
 
 def windows(stream: np.ndarray, starts: np.ndarray, length: int, vocab: CharVocab) -> torch.Tensor:
@@ -129,7 +122,7 @@ def train(cfg: MLMConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = BertForMaskedLM(bert_config(cfg, vocab))
+    model = BertForMaskedLM(bert_config(vocab, **asdict(cfg)))
     opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     step, elapsed, history = 0, 0.0, []
     if (out / "last.pt").exists():

@@ -3,7 +3,6 @@ all read into one shape: a question, its passages, and each passage's gold answe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -73,12 +72,6 @@ def load(path: str | Path) -> list[Question]:
     if "data" in data:
         return _squad(data)
     return _webqa(data)
-
-
-def split_of(question_id: str) -> str:
-    """A stable split of a training file by question id: 90% train, 10% dev (checkpoints, thresholds)."""
-    bucket = int(hashlib.md5(question_id.encode("utf-8")).hexdigest()[:8], 16) % 10
-    return "dev" if bucket == 0 else "train"
 
 
 def answer_spans(passage: str, answers: list[str], starts: list[int | None] | None = None) -> list[tuple[int, int]]:

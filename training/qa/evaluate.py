@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.tasks.qa_decode import Candidate, question_ids, vote, windows
+from app.tasks.qa.decode import Candidate, question_ids, vote, windows
 from app.text import CharVocab
 from training.qa.data import Question
 
@@ -114,7 +114,7 @@ async def answer_served(models: Path, questions: list[Question], concurrency: in
     import time
 
     from app.runtime.errors import ZhserveError
-    from training.serving import gather_with_progress, served_task
+    from training.common.serving import gather_with_progress, served_task
 
     async with served_task(models, "qa") as task:
         async def one(q: Question) -> dict:
@@ -132,11 +132,12 @@ def evaluate_served(data: list[Path], models: Path, limit: int = 0, split: str |
     Formats that promise an answer (SQuAD 1.1, CMRC 2018) are asked with allow_no_answer false."""
     import asyncio
 
-    from training.qa.data import load, split_of
+    from training.common.splits import qa_split
+    from training.qa.data import load
 
     questions = [q for path in data for q in load(path)]
     if split:
-        questions = [q for q in questions if split_of(q.id) == split]
+        questions = [q for q in questions if qa_split(q.id) == split]
     if limit:
         questions = questions[:limit]
     results = asyncio.run(answer_served(models, questions))

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.tasks.qa_decode import question_ids
+from app.tasks.qa.decode import question_ids
 from app.text import CharVocab
-from training.extract.export import fold_pretrained
-from training.paths import DATA, portable_recipe, short
-from training.plots import plot_curve
-from training.qa.data import Question, load, split_of
+from training.common.export import fold_pretrained, write_model_json
+from training.common.paths import DATA, portable_recipe, short
+from training.common.plots import plot_curve
+from training.common.splits import qa_split
+from training.qa.data import Question, load
 from training.qa.evaluate import TorchReader, best_answers, score
 from training.qa.model import DGCNNReader, ReaderConfig, ReaderStage
 
@@ -104,7 +105,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     vocab = CharVocab.load(run / "vocab.txt")
     net, reading = load_reader(run / "best.pt")
     reader = TorchReader(net, vocab, reading["window"], reading["stride"], reading["max_answer"])
-    dev = [q for path in data for q in load(path) if split_of(q.id) == "dev" and q.gold][: limit or None]
+    dev = [q for path in data for q in load(path) if qa_split(q.id) == "dev" and q.gold][: limit or None]
     threshold, tuning, dev_always = tune_threshold(reader, dev)
     log.info("no-answer threshold %.4f: %s", threshold, tuning)
     test = load(CMRC_TRIAL)[: limit or None]
@@ -145,10 +146,10 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         "description": "DGCNN reading comprehension: question + passage windows -> start/end pointers, "
                        "answers voted across passages, no-answer by threshold",
         "vocab": "vocab.txt",
-        "max_length": MAX_LENGTH,
+        "limits": {"max_length": MAX_LENGTH, "max_question_length": net.config.question_length,
+                   "max_passages": MAX_PASSAGES},
         "architecture": net.config.to_dict(),
-        "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold,
-                    "max_passages": MAX_PASSAGES},
+        "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold},
         # Windows are 256 characters: a handful per batch keeps padding and per-batch latency small on CPU.
         "batching": {"max_batch_size": 32, "max_batch_tokens": 4096, "max_queue_delay_ms": 2.0},
         "stages": {"reader": {"file": "reader.onnx",
@@ -181,5 +182,5 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
                           "(zhserve train embeddings)",
         },
     }
-    (model_dir / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_model_json(model_dir, config)
     return model_dir

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from training.extract.model import GatedDilatedConv
+from training.common.layers import GatedDilatedConv
 
 
 @dataclass

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from app.tasks.qa_decode import question_ids
+from app.tasks.qa.decode import question_ids
 from app.text import CharVocab
-from training.extract.train import learning_rate
-from training.loop import resume, save_last, train_epoch
-from training.paths import DATA, RUNS
-from training.qa.data import Question, answer_spans, load, split_of
+from training.common.loop import resume, save_last, train_epoch
+from training.common.paths import DATA, RUNS
+from training.common.schedule import learning_rate
+from training.common.splits import qa_split
+from training.qa.data import Question, answer_spans, load
 from training.qa.evaluate import TorchReader, evaluate_torch
 from training.qa.model import DGCNNReader, ReaderConfig
 
@@ -34,7 +35,7 @@ CMRC_TRAIN = DATA / "qa" / "cmrc2018" / "train.json"
 class TrainConfig:
     data: list[str]
     out: str
-    embeddings: str | None = None  # folder with vocab.txt + char_vectors.npy (training/embeddings.py)
+    embeddings: str | None = None  # folder with vocab.txt + char_vectors.npy (training/common/embeddings.py)
     hidden: int = 128
     epochs: int = 20
     batch_size: int = 64
@@ -127,8 +128,8 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     questions = [q for path in cfg.data for q in load(path)]
-    train_set = samples([q for q in questions if split_of(q.id) == "train"])
-    dev_set = [q for q in questions if split_of(q.id) == "dev" and q.gold]
+    train_set = samples([q for q in questions if qa_split(q.id) == "train"])
+    dev_set = [q for q in questions if qa_split(q.id) == "dev" and q.gold]
     if cfg.limit:
         train_set, dev_set = train_set[: cfg.limit], dev_set[: max(8, cfg.limit // 8)]
     dev_set = dev_set[: cfg.eval_questions]

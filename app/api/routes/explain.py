@@ -7,10 +7,10 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.api.deps import DeadlineDep, task_for
+from app.api.deps import DeadlineDep, enveloped, serving_task
+from app.api.render import render_html, render_png
 from app.api.schemas import ERRORS, ExplainRequest, ExplainResponse
 from app.runtime.errors import InvalidInput
-from app.tasks.explain_render import render_html, render_png
 
 router = APIRouter(tags=["explain"])
 
@@ -20,10 +20,11 @@ router = APIRouter(tags=["explain"])
                     "description": "attributions (json), or a heatmap page (html) or image (png)"}})
 async def explain(body: ExplainRequest, request: Request, deadline: DeadlineDep):
     """Why did the model score this target? Per-character Integrated Gradients with a completeness check."""
-    task = task_for(body.task)(request)
-    if getattr(task, "explainer", None) is None:
+    task = serving_task(request, body.task)
+    if task.explainer is None:
         raise InvalidInput(f"task: the {body.task} model has no gradient graph to explain with")
-    result = await task.explainer.explain(body.text, body.target, deadline, body.steps, body.method, body.baseline)
+    result = enveloped(task, await task.explainer.explain(body.text, body.target, deadline, body.steps, body.method,
+                                                          body.baseline))
     if body.format == "html":
         return HTMLResponse(render_html(result))
     if body.format == "png":

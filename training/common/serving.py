@@ -15,11 +15,12 @@ async def served_task(models: Path, task_name: str):
     """The loaded task object of the model serving `task_name`, with its batchers running."""
     from app.runtime.metrics import Metrics
     from app.runtime.repository import ModelRepository
-    from app.tasks.registry import load_task
+    from app.tasks.registry import load_task, serving_model
 
     repo = ModelRepository(models, Metrics())
-    repo.discover()
-    handle = repo.for_task(task_name)
+    handle = serving_model(repo.discover(), task_name)
+    if handle is None:
+        raise SystemExit(f"no model for task {task_name!r} in {models}")
     task = load_task(repo, handle)
     if task is None:
         raise SystemExit(f"model {handle.name} failed to load: {handle.error}")

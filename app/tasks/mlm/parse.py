@@ -17,13 +17,12 @@ the dependent's tag probabilities and their products, each also x "head to the r
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 
 import numpy as np
 
-from app.tasks.ngrams import NgramStats
-from app.tasks.trees import eisner
+from app.tasks.mlm.ngrams import NgramStats
+from app.tasks.mlm.trees import eisner
 
 # h - d falls in: <= -6, -5..-3, -2, -1, 1, 2, 3..5, >= 6
 DISTANCE_EDGES = (-5, -2, -1, 0, 2, 3, 6)
@@ -94,11 +93,6 @@ def tag_features(tags: np.ndarray) -> np.ndarray:
     pairs = (of_head[..., :, None] * of_dependent[..., None, :]).reshape(m, m, t * t)
     return np.concatenate([of_head, of_head * right, of_dependent * right, of_dependent * adjacent,
                            of_dependent * adjacent * right, pairs, pairs * right], axis=-1)
-
-
-def fitting_half(text: str) -> bool:
-    """Whether a sentence may be among those the arc rule was fitted on (md5 of its text is even)."""
-    return int(hashlib.md5(text.encode("utf-8")).hexdigest(), 16) % 2 == 0
 
 
 def word_stats(ids: np.ndarray, spans: list[tuple[int, int]], stats: NgramStats | None) -> np.ndarray:

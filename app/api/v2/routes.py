@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from app import __version__
 from app.api.deps import DeadlineDep, RepositoryDep
+from app.api.v2.codec import infer, tensor_metadata
 from app.runtime.errors import BadRequest
 from app.runtime.repository import READY, ModelHandle, ModelRepository
-from app.tasks.tensors import infer, tensor_metadata
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 

@@ -82,15 +82,3 @@ def mart(matrix: np.ndarray, words: list[str]) -> str:
         return f"({build(s, split)} {build(split, t)})"
 
     return build(0, len(words))
-
-
-def uas(gold: list[list[int]], predicted: list[list[int]]) -> float:
-    right = sum(int(g == p) for gs, ps in zip(gold, predicted, strict=True) for g, p in zip(gs, ps, strict=True))
-    return right / max(sum(len(g) for g in gold), 1)
-
-
-def chain_heads(n: int, direction: str) -> list[int]:
-    """Baselines: "right" = every word headed by the next (last is root), "left" = by the previous."""
-    if direction == "right":
-        return [i + 2 for i in range(n - 1)] + [0]
-    return [0] + [i for i in range(1, n)]

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from app.tasks.math_eval import COUNT, PERCENT_RE, terminates
+from app.tasks.math.evaluator import COUNT, PERCENT_RE, terminates
 
 COUNT_RE = re.compile(COUNT)
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")

@@ -13,8 +13,9 @@ import numpy as np
 
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
+from app.tasks.base import Section, check_text
 from app.tasks.explain import METHODS, integrate, interpolate, quadrature
-from app.tasks.extract_schema import VALUE, Schema
+from app.tasks.extract.schema import VALUE, Schema
 from app.text import CharVocab
 
 BASELINES = ("zero", "pad", "mask")
@@ -83,14 +84,18 @@ def resolve_target(text: str, target: dict, schema: Schema) -> Target:
     return Target(subject, predicate, obj, schema.label_index[(predicate, VALUE)])
 
 
+class ExplainSection(Section):
+    embeddings: str  # the character embedding table the gradient graph takes its inputs from
+    steps: int  # default integration steps
+    max_steps: int
+    max_length: int = 256  # characters: an IG request is `steps` rows of the whole text
+
+
 class ExtractExplainer:
-    def __init__(self, model: ModelHandle, vocab: CharVocab, schema: Schema):
-        config = model.config["explain"]
+    def __init__(self, model: ModelHandle, config: ExplainSection, vocab: CharVocab, schema: Schema):
         self.model, self.vocab, self.schema = model, vocab, schema
-        self.table = np.load(model.directory / config["embeddings"]).astype(np.float32)
-        self.default_steps = int(config.get("steps", 50))
-        self.max_steps = int(config.get("max_steps", 200))
-        self.max_length = int(config.get("max_length", 256))
+        self.table = np.load(model.directory / config.embeddings).astype(np.float32)
+        self.default_steps, self.max_steps, self.max_length = config.steps, config.max_steps, config.max_length
 
     def baseline(self, name: str, length: int) -> np.ndarray:
         if name == "zero":
@@ -107,10 +112,7 @@ class ExtractExplainer:
             raise InvalidInput(f"steps: {steps} is outside 1..{self.max_steps}")
         if method not in METHODS:
             raise InvalidInput(f"method: {method!r} is not one of {', '.join(METHODS)}")
-        if not text.strip():
-            raise InvalidInput("text: empty text")
-        if len(text) > self.max_length:
-            raise InvalidInput(f"text: {len(text)} characters, over the explainer's max_length {self.max_length}")
+        check_text(text, "text", self.max_length, "explain.max_length")
         goal = resolve_target(text, target, self.schema)
         inputs = self.table[self.vocab.encode(text)]
         base = self.baseline(baseline, len(text))
@@ -121,7 +123,7 @@ class ExtractExplainer:
         result = integrate(inputs, base, weights, np.stack([o["gradient"] for o in outputs]),
                            np.array([float(o["score"]) for o in outputs]))
         return {
-            "model": self.model.name, "version": self.model.version, "task": "extract",
+            "task": "extract",
             "target": goal.describe(text),
             "characters": list(text),
             "attributions": [round(float(a), 6) for a in result.attributions],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.text import CharVocab, normalize
-from training.paths import DATA
+from training.common.paths import DATA
 
 CORPUS_FILES = ("fewclue_unlabeled.txt.gz", "classic_four_novels.txt.gz", "fudan_textcls.txt.gz")
 

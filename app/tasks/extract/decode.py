@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.tasks.extract_schema import VALUE, Schema
+from app.tasks.extract.schema import VALUE, Schema
 
 MAX_SUBJECTS = 32  # per text: bounds the object-stage work one sentence can cause
 

@@ -17,3 +17,11 @@ def warmup_linear(progress: float, lr: float, warmup: float) -> float:
     if progress < warmup:
         return lr * progress / warmup
     return lr * max(0.0, 1 - progress) / (1 - warmup)
+
+
+def learning_rate(cfg, epoch: int) -> float:
+    """Constant, then a linear anneal to 10% over the last `decay_epochs` epochs."""
+    into_decay = epoch - (cfg.epochs - cfg.decay_epochs)
+    if cfg.decay_epochs <= 0 or into_decay < 0:
+        return cfg.lr
+    return cfg.lr * (1.0 - 0.9 * (into_decay + 1) / cfg.decay_epochs)

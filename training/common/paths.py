@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("ZHSERVE_DATA", ROOT.parent / "shared" / "data"))
 RUNS = ROOT / "runs"  # scratch space for training (git-ignored)
 

@@ -2,7 +2,7 @@
 
 /segment probes only neighbouring characters inside each clause; /parse probes every pair of characters
 of the sentence (n + n(n-1)/2 masked copies), averages them into a word-level impact matrix, then
-decodes heads with Eisner's algorithm (over arc scores from app/tasks/parsing.py) and a bracketed tree by
+decodes heads with Eisner's algorithm (over arc scores from app/tasks/mlm/parse.py) and a bracketed tree by
 top-down splitting.
 """
 
@@ -14,8 +14,9 @@ import numpy as np
 
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
-from app.tasks.ngrams import NgramStats, vocab_digest
-from app.tasks.parsing import (
+from app.tasks.base import ModelFile, Section, check_text, read_config
+from app.tasks.mlm.ngrams import NgramStats, vocab_digest
+from app.tasks.mlm.parse import (
     ARC_FEATURES,
     ROOT_FEATURES,
     WordTagger,
@@ -24,39 +25,67 @@ from app.tasks.parsing import (
     tag_feature_names,
     word_spans,
 )
-from app.tasks.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
-from app.tasks.segmentation import clauses, feature_names, gap_features, words_from_scores
-from app.tasks.trees import eisner, mart
+from app.tasks.mlm.perturbed import adjacent_pairs, all_pairs, impact_matrix, impacts, masked_rows, word_matrix
+from app.tasks.mlm.segment import clauses, feature_names, gap_features, words_from_scores
+from app.tasks.mlm.trees import eisner, mart
 from app.text import CharVocab
 
 
-class PerturbedMaskingTask:
+class MLMLimits(Section):
+    max_length: int  # characters per /segment text (probed clause by clause)
+    max_parse_length: int  # characters per /parse sentence (all n(n-1)/2 pairs are probed)
+
+
+class SegmentSection(Section):
+    max_clause_length: int  # characters per probed clause
+    threshold: float
+    weights: list[float]
+    features: list[str]
+    ngrams: str | None = None  # corpus n-gram statistics (PMI, branching entropy), in the version folder
+    rule: str = ""
+
+
+class ParseSection(Section):
+    orientation: str = "head_moves_dependent"
+    root: str = "most_affected"
+    center: bool = False
+    tagger: str | None = None  # word-class tagger over hidden states, in the version folder
+    tags: list[str] | None = None
+    weights: list[float] | None = None  # None: the paper's rule over the impacts alone
+    features: list[str] | None = None
+    rule: str = ""
+
+
+class MLMConfig(ModelFile):
+    limits: MLMLimits
+    segment: SegmentSection
+    parse: ParseSection
+
+
+class MLMTask:
+    kind = "mlm"
+    explainer = None
+
     def __init__(self, model: ModelHandle):
-        config = model.config
-        self.model = model
-        self.vocab = CharVocab.load(model.directory / config["vocab"])
-        self.max_length = int(config["max_length"])  # characters per /segment text
-        self.clause_length = int(config["max_clause_length"])  # characters per probed clause
-        segment = config["segment"]
-        self.threshold = float(segment["threshold"])
+        config = read_config(model, MLMConfig)
+        self.model, self.limits = model, config.limits
+        self.vocab = CharVocab.load(model.directory / config.vocab)
+        segment, parse = config.segment, config.parse
+        self.clause_length, self.threshold = segment.max_clause_length, segment.threshold
         self.ngrams = None
-        if segment.get("ngrams"):
-            self.ngrams = NgramStats.load(model.directory / segment["ngrams"])
+        if segment.ngrams:
+            self.ngrams = NgramStats.load(model.directory / segment.ngrams)
             if self.ngrams.digest != vocab_digest(self.vocab.tokens):
                 raise ValueError("segment.ngrams: counted with another vocabulary than this model's")
-        self.weights = np.asarray(segment["weights"], dtype=np.float64)
+        self.weights = np.asarray(segment.weights, dtype=np.float64)
         if len(self.weights) != len(feature_names(self.ngrams is not None)):
             raise ValueError(f"segment.weights: {len(self.weights)} values for "
                              f"{len(feature_names(self.ngrams is not None))} features")
-        parse = config["parse"]
-        self.parse_max_length = int(parse["max_length"])
-        self.orientation = parse.get("orientation", "head_moves_dependent")
-        self.root_rule = parse.get("root", "most_affected")
-        self.center = bool(parse.get("center", False))
-        self.tagger = WordTagger.load(model.directory / parse["tagger"]) if parse.get("tagger") else None
-        self.arc_weights = None  # None: the paper's rule over the impacts alone
-        if parse.get("weights") is not None:
-            self.arc_weights = np.asarray(parse["weights"], dtype=np.float64)
+        self.orientation, self.root_rule, self.center = parse.orientation, parse.root, parse.center
+        self.tagger = WordTagger.load(model.directory / parse.tagger) if parse.tagger else None
+        self.arc_weights = None
+        if parse.weights is not None:
+            self.arc_weights = np.asarray(parse.weights, dtype=np.float64)
             expected = len(ARC_FEATURES) + len(ROOT_FEATURES) + (
                 0 if self.tagger is None else len(tag_feature_names(self.tagger.tags)))
             if len(self.arc_weights) != expected:
@@ -76,17 +105,11 @@ class PerturbedMaskingTask:
         (output,) = await self.model.stage("encoder").submit([{"token_ids": row}], deadline)
         return output["hidden"][1:-1]
 
-    def _check(self, text: str, field: str, limit: int) -> None:
-        if not text.strip():
-            raise InvalidInput(f"{field}: empty text")
-        if len(text) > limit:
-            raise InvalidInput(f"{field}: {len(text)} characters, over the limit of {limit}")
-
     def gap_features(self, matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return gap_features(matrix, None if self.ngrams is None else self.ngrams.features(ids))
 
     async def segment(self, text: str, deadline: float) -> list[str]:
-        self._check(text, "text", self.max_length)
+        check_text(text, "text", self.limits.max_length, "limits.max_length")
         ids = self.vocab.encode(text)
         runs = clauses(text, self.clause_length)
         matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline) for s, e in runs))
@@ -95,7 +118,7 @@ class PerturbedMaskingTask:
 
     async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:
         if words is None:
-            self._check(text, "text", self.parse_max_length)
+            check_text(text, "text", self.limits.max_parse_length, "limits.max_parse_length")
             words = await self.segment(text, deadline)
         else:
             if not words or any(not w or w != w.strip() for w in words):
@@ -103,7 +126,7 @@ class PerturbedMaskingTask:
             if "".join(words) != "".join(text.split()):
                 raise InvalidInput("words: they do not spell the text (whitespace in the text is ignored)")
         sentence = "".join(words)
-        self._check(sentence, "text", self.parse_max_length)
+        check_text(sentence, "text", self.limits.max_parse_length, "limits.max_parse_length")
         ids = self.vocab.encode(sentence)
         spans = word_spans(words)
         tags = None

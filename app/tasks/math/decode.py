@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.tasks.math_text import SLOT_TOKENS
+from app.tasks.math.text import SLOT_TOKENS
 from app.text import CharVocab
 
 OPERAND_START, AFTER_DIGIT, AFTER_POINT, AFTER_OPERAND = "operand_start", "digit", "point", "operand"

@@ -220,17 +220,3 @@ def format_answer(value: Fraction, question: str) -> dict:
     else:  # a repeating decimal: the fraction is the exact answer
         answer = f"{shown.numerator}/{shown.denominator}"
     return {"answer": answer, "answer_value": float(shown), "fraction": str(shown), "decimal": as_decimal(shown)}
-
-
-def parse_answer(text: str) -> Fraction:
-    """An Ape210K answer ("45", "11/20", "3(1/2)", "25%", "((1)/(5))", "2.5") as an exact value."""
-    t = re.sub(r"(\d+(?:\.\d+)?)%", r"(\1/100)", text.strip().replace(" ", ""))
-    mixed = re.fullmatch(r"(\d+(?:\.\d+)?)(\(.+\))", t)  # 3(1/2), 7((2)/(3))
-    if mixed:
-        return evaluate(mixed[1]) + evaluate(mixed[2])
-    return evaluate(t)
-
-
-def same_answer(predicted: Fraction, gold: Fraction) -> bool:
-    """Equal as exact rationals, or within 1e-4 relative (answers written as rounded decimals)."""
-    return predicted == gold or abs(predicted - gold) <= Fraction(1, 10_000) * max(abs(gold), Fraction(1, 10**6))

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-
-from app.api.deps import DeadlineDep, task_for
+from app.api.deps import DeadlineDep, MathDep, enveloped
 from app.api.schemas import ERRORS, SolveMathRequest, SolveMathResponse
 
 router = APIRouter(tags=["math"])
-MathTask = Annotated[Any, Depends(task_for("math"))]
 
 
 @router.post("/solve_math", response_model=SolveMathResponse, responses=ERRORS)
-async def solve_math(body: SolveMathRequest, deadline: DeadlineDep, task: MathTask) -> dict:
+async def solve_math(body: SolveMathRequest, deadline: DeadlineDep, task: MathDep) -> dict:
     """A Chinese math word problem -> an executable expression and its exact answer. When no candidate
     evaluates, the answer is null and `reason` says why (still a 200: the request itself was fine)."""
-    return await task.solve(body.question, body.beam_size, deadline)
+    return enveloped(task, await task.solve(body.question, body.beam_size, deadline))

@@ -7,11 +7,10 @@ that keeps the masked copies few and short. Runs of ASCII letters and digits sta
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
 
 import numpy as np
 
-from app.tasks.ngrams import FEATURES as NGRAM_FEATURES
+from app.tasks.mlm.ngrams import FEATURES as NGRAM_FEATURES
 from app.text import normalize
 
 
@@ -69,11 +68,6 @@ def gap_features(matrix: np.ndarray, ngram_features: np.ndarray | None = None) -
     return np.concatenate([own, padded[:-2], padded[2:]], axis=1)
 
 
-def mutual_only(ngrams: bool) -> np.ndarray:
-    """The plain rule of the paper: join when the mutual impact is high."""
-    return np.array([name == "mutual" for name in feature_names(ngrams)], dtype=np.float64)
-
-
 def _ascii_alnum(c: str) -> bool:
     return c.isascii() and c.isalnum()
 
@@ -91,37 +85,3 @@ def words_from_scores(text: str, runs: list[tuple[int, int]], scores: list[np.nd
     bounds = np.flatnonzero(cuts)
     words = [text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return [w for w in words if not w.isspace()]
-
-
-def spans(words: Iterable[str]) -> set[tuple[int, int]]:
-    out, pos = set(), 0
-    for w in words:
-        out.add((pos, pos + len(w)))
-        pos += len(w)
-    return out
-
-
-def score_segmentation(gold: list[list[str]], predicted: list[list[str]],
-                       known_words: set[str] | None = None) -> dict[str, float]:
-    """Micro precision/recall/F1 over word spans (whitespace ignored), and recall of out-of-vocabulary
-    gold words when the training word list is given."""
-    tp = n_gold = n_pred = oov = oov_found = 0
-    for g, p in zip(gold, predicted, strict=True):
-        g = [w for w in g if w.strip()]
-        p = [w for w in p if w.strip()]
-        if "".join(g) != "".join(p):
-            raise ValueError(f"predicted words do not spell the gold sentence: {''.join(p)!r}")
-        gs, ps = spans(g), spans(p)
-        tp += len(gs & ps)
-        n_gold, n_pred = n_gold + len(gs), n_pred + len(ps)
-        if known_words is not None:
-            for w, span in zip(g, sorted(gs), strict=True):
-                if w not in known_words:
-                    oov += 1
-                    oov_found += span in ps
-    precision, recall = tp / max(n_pred, 1), tp / max(n_gold, 1)
-    result = {"precision": precision, "recall": recall,
-              "f1": 2 * precision * recall / max(precision + recall, 1e-12)}
-    if known_words is not None:
-        result["oov_recall"] = oov_found / max(oov, 1)
-    return result

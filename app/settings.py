@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 class Settings(BaseSettings):
@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     max_queue_rows: int | None = Field(None, ge=1, description="queued rows per model before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request deadline (504 past it)")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request bodies above this get 413")
-    max_texts: int = Field(64, ge=1, description="texts per /extract request")
     shutdown_grace_s: float = Field(25.0, ge=0, description="on SIGTERM, time in-flight requests get to finish")
     log_level: str = "info"
     access_log: bool = Field(False, description="one log line per request (costs CPU under load)")

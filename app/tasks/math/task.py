@@ -3,7 +3,7 @@
 The question is encoded once (its keys and values cached); then every beam step of every request is
 one batcher row per beam (one new token against its cache), so concurrent requests decode in the
 same batches (continuous batching). Every candidate is evaluated by the safe evaluator; among those
-that evaluate, a reranker (app/tasks/math_rerank.py) picks the answer.
+that evaluate, a reranker (app/tasks/math/rerank.py) picks the answer.
 """
 
 from __future__ import annotations
@@ -12,47 +12,71 @@ import numpy as np
 
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
-from app.tasks.math_decode import Grammar, beam_search
-from app.tasks.math_eval import ExpressionError, evaluate, format_answer
-from app.tasks.math_rerank import Candidate, Reranker
-from app.tasks.math_text import render, slot_question
+from app.tasks.base import ModelFile, Section, read_config
+from app.tasks.math.decode import Grammar, beam_search
+from app.tasks.math.evaluator import ExpressionError, evaluate, format_answer
+from app.tasks.math.rerank import Candidate, Reranker
+from app.tasks.math.text import render, slot_question
 from app.text import CharVocab
 
 
+class MathLimits(Section):
+    max_question_tokens: int  # question pieces (a number counts as one)
+    max_beam_size: int
+
+
+class DecodingSection(Section):
+    beam_size: int  # default beams per step
+    max_expression_tokens: int  # a beam that has not ended by then is dropped
+
+
+class RerankSection(Section):
+    weights: list[float]
+    features: list[str]
+    rule: str = ""
+
+
+class MathConfig(ModelFile):
+    limits: MathLimits
+    decoding: DecodingSection
+    rerank: RerankSection | None = None  # without it: the first candidate worth more than zero
+
+
 class MathTask:
+    kind = "math"
+    explainer = None
+
     def __init__(self, model: ModelHandle):
-        config = model.config
-        self.model = model
-        self.vocab = CharVocab.load(model.directory / config["vocab"])
+        config = read_config(model, MathConfig)
+        self.model, self.limits = model, config.limits
+        self.vocab = CharVocab.load(model.directory / config.vocab)
         self.grammar = Grammar(self.vocab)
-        self.max_question = int(config["max_question_tokens"])
-        self.max_expression = int(config["max_expression_tokens"])
-        self.beam_size = int(config.get("beam_size", 4))
-        self.max_beam_size = int(config.get("max_beam_size", 10))
-        self.reranker = Reranker(config["rerank"]["weights"]) if config.get("rerank") else None
+        self.beam_size = config.decoding.beam_size
+        self.max_expression = config.decoding.max_expression_tokens
+        self.reranker = Reranker(config.rerank.weights) if config.rerank else None
 
     def source_ids(self, question: str) -> tuple[list[int], list[str]]:
         """[CLS] question-with-slots [SEP] as ids, and the numbers in the slots."""
         if not question.strip():
             raise InvalidInput("question: empty text")
         q = slot_question(question)
-        if len(q.pieces) > self.max_question:
-            raise InvalidInput(f"question: {len(q.pieces)} tokens (numbers count as one), "
-                               f"over the limit of {self.max_question}")
+        if len(q.pieces) > self.limits.max_question_tokens:
+            raise InvalidInput(f"question: {len(q.pieces)} tokens (numbers count as one), over the model's "
+                               f"limits.max_question_tokens of {self.limits.max_question_tokens}")
         get, unk = self.vocab.index.get, self.vocab.unk_id
         return [self.vocab.cls_id] + [get(p, unk) for p in q.pieces] + [self.vocab.sep_id], q.numbers
 
     async def solve(self, question: str, beam_size: int | None, deadline: float) -> dict:
         candidates = await self.candidates(question, beam_size, deadline)
-        result = {"model": self.model.name, "version": self.model.version}
-        return result | answer_from(candidates, question, f"no complete expression within {self.max_expression} "
-                                                          "tokens", self.reranker)
+        return answer_from(candidates, question, f"no complete expression within {self.max_expression} tokens",
+                           self.reranker)
 
     async def candidates(self, question: str, beam_size: int | None, deadline: float) -> list[Candidate]:
         """The finished beams, best first."""
         beam_size = self.beam_size if beam_size is None else beam_size
-        if not 1 <= beam_size <= self.max_beam_size:
-            raise InvalidInput(f"beam_size: {beam_size}, expected 1 to {self.max_beam_size}")
+        if not 1 <= beam_size <= self.limits.max_beam_size:
+            raise InvalidInput(f"beam_size: {beam_size}, expected 1 to the model's limits.max_beam_size of "
+                               f"{self.limits.max_beam_size}")
         source, numbers = self.source_ids(question)
         (encoded,) = await self.model.stage("encoder").submit([{"token_ids": np.array(source, dtype=np.int64)}],
                                                               deadline)

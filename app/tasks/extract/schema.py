@@ -47,8 +47,3 @@ class Schema:
     def to_records(self) -> list[dict]:
         return [{"predicate": p.name, "subject_type": p.subject_type, "object_type": p.object_types}
                 for p in self.predicates.values()]
-
-
-def triple_key(subject: str, predicate: str, obj: dict[str, str]) -> tuple:
-    """What makes two triples the same for scoring: subject, predicate and the full object."""
-    return subject, predicate, tuple(sorted(obj.items()))

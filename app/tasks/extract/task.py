@@ -9,33 +9,56 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+from pydantic import Field
 
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
-from app.tasks.extract_decode import Thresholds, build_triples, find_subjects
-from app.tasks.extract_explain import ExtractExplainer
-from app.tasks.extract_schema import Schema
+from app.tasks.base import ModelFile, Section, check_text, read_config
+from app.tasks.extract.decode import Thresholds, build_triples, find_subjects
+from app.tasks.extract.explain import ExplainSection, ExtractExplainer
+from app.tasks.extract.schema import Schema
 from app.text import CharVocab
 
 
+class ExtractLimits(Section):
+    max_length: int  # characters per text
+    max_texts: int  # texts per request
+
+
+class ThresholdSection(Section):
+    subject_start: float
+    subject_end: float
+    object_start: float
+    object_end: float
+
+
+class ExtractConfig(ModelFile):
+    schema_file: str = Field(alias="schema")  # the DuIE predicate schema, in the version folder
+    limits: ExtractLimits
+    thresholds: ThresholdSection
+    explain: ExplainSection | None = None  # present when a gradient graph was exported
+
+
 class ExtractTask:
+    kind = "extract"
+
     def __init__(self, model: ModelHandle):
-        config = model.config
-        self.model = model
-        self.vocab = CharVocab.load(model.directory / config["vocab"])
-        self.schema = Schema.load(model.directory / config["schema"])
-        self.thresholds = Thresholds(**config.get("thresholds", {}))
-        self.max_length = int(config["max_length"])
-        # /explain: models exported with a gradient graph can say why they found a triple.
-        self.explainer = ExtractExplainer(model, self.vocab, self.schema) if "gradient" in config["stages"] else None
+        config = read_config(model, ExtractConfig)
+        self.model, self.limits = model, config.limits
+        self.vocab = CharVocab.load(model.directory / config.vocab)
+        self.schema = Schema.load(model.directory / config.schema_file)
+        self.thresholds = Thresholds(**config.thresholds.model_dump())
+        self.explainer = (ExtractExplainer(model, config.explain, self.vocab, self.schema)
+                          if config.explain is not None and "gradient" in config.stages else None)
 
     def validate(self, texts: list[str]) -> None:
+        if not texts:
+            raise InvalidInput("texts: give at least one text")
+        if len(texts) > self.limits.max_texts:
+            raise InvalidInput(f"texts: {len(texts)} texts, over the model's limits.max_texts of "
+                               f"{self.limits.max_texts}")
         for i, text in enumerate(texts):
-            if not text.strip():
-                raise InvalidInput(f"texts[{i}]: empty text")
-            if len(text) > self.max_length:
-                raise InvalidInput(f"texts[{i}]: {len(text)} characters, over the model's max_length "
-                                   f"{self.max_length}; split the text into sentences")
+            check_text(text, f"texts[{i}]", self.limits.max_length, "limits.max_length")
 
     async def extract(self, texts: list[str], deadline: float) -> list[list[dict]]:
         self.validate(texts)
@@ -61,3 +84,4 @@ class ExtractTask:
             return results
 
         return await asyncio.to_thread(decode)
+
