@@ -1,4 +1,9 @@
-"""Shared fixtures: the shared data, a tiny extractor and a tiny BERT, each trained once per session."""
+"""Shared fixtures (a tiny extractor and a tiny BERT, each trained once per session) and the test tiers.
+
+Markers: `data` needs ../shared/data, `slow` trains or exports a model or runs a shipped one. Tests that use
+a trained-here fixture are marked both automatically. The fast tier runs anywhere in under a minute:
+    pytest -m "not data and not slow"
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,22 @@ from training.common.paths import DATA
 DUIE = DATA / "ie" / "duie2"
 
 
+TRAINED_HERE = {"tiny_run", "tiny_models", "tiny_mlm_run", "tiny_qa"}  # fixtures that train on the shared data
+
+
 def pytest_configure(config):
-    if not DUIE.exists():
-        raise pytest.UsageError(f"the shared data is missing: expected it at {DATA}")
+    config.addinivalue_line("markers", "data: needs the shared data at ../shared/data (or $ZHSERVE_DATA)")
+    config.addinivalue_line("markers", "slow: trains or exports a model, or runs a shipped one")
+    if not DUIE.exists() and "not data" not in (config.option.markexpr or ""):
+        raise pytest.UsageError(f"the shared data is missing: expected it at {DATA} "
+                                '(without it, run the fast tier: pytest -m "not data and not slow")')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINED_HERE & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,11 @@ class FakeBackend:
 
     def __init__(self, delay: float = 0.0):
         self.delay, self.batches, self.gate = delay, [], threading.Event()
+        self.entered = threading.Event()  # set when a batch reaches the backend
         self.gate.set()
 
     def run(self, inputs):
+        self.entered.set()
         self.gate.wait(5)
         x = inputs["x"]
         self.batches.append(x.shape)
@@ -38,10 +40,34 @@ def row(values):
     return {"x": np.array(values, dtype=np.int64)}
 
 
-async def make(backend, **limits) -> Batcher:
-    batcher = Batcher("fake", backend, INPUTS, OUTPUTS, BatchLimits(**limits), Metrics())
-    batcher.start()
-    return batcher
+@pytest.fixture
+async def make():
+    """make(backend, **limits) -> a started batcher; every batcher made is stopped after the test."""
+    made = []
+
+    async def build(backend, **limits) -> Batcher:
+        batcher = Batcher("fake", backend, INPUTS, OUTPUTS, BatchLimits(**limits), Metrics())
+        batcher.start()
+        made.append(batcher)
+        return batcher
+
+    yield build
+    for batcher in made:
+        await batcher.stop()
+
+
+async def worker_blocked(backend: FakeBackend) -> None:
+    """Wait until the worker is inside the backend (held there by the closed gate)."""
+    assert await asyncio.to_thread(backend.entered.wait, 5)
+
+
+async def queued(batcher: Batcher, rows: int) -> None:
+    """Let the event loop run until `rows` rows wait in the batcher's queue."""
+    for _ in range(10_000):
+        if len(batcher._queue) >= rows:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{len(batcher._queue)} rows queued, expected {rows}")
 
 
 def deadline(seconds=5.0):
@@ -55,7 +81,7 @@ def test_collate_pads_and_split_trims():
     assert rows[1]["y"].tolist() == [8] and rows[0]["total"] == 6
 
 
-async def test_concurrent_requests_share_batches_and_get_their_own_results():
+async def test_concurrent_requests_share_batches_and_get_their_own_results(make):
     backend = FakeBackend(delay=0.02)
     batcher = await make(backend, max_batch_size=16, max_queue_delay_ms=20)
     requests = [[row([i] * (1 + i % 5))] for i in range(40)]
@@ -65,25 +91,23 @@ async def test_concurrent_requests_share_batches_and_get_their_own_results():
         assert out["total"] == i * (1 + i % 5)
     assert len(backend.batches) < 40 / 2  # merged, not one call per request
     assert max(shape[0] for shape in backend.batches) > 1
-    await batcher.stop()
 
 
-async def test_rows_of_one_request_come_back_in_order():
+async def test_rows_of_one_request_come_back_in_order(make):
     batcher = await make(FakeBackend(), max_batch_size=3)
     out = await batcher.submit([row([k] * (10 - k)) for k in range(10)], deadline())
     assert [int(o["total"]) for o in out] == [k * (10 - k) for k in range(10)]
-    await batcher.stop()
 
 
-async def test_batch_closes_on_token_budget_and_groups_by_length():
+async def test_batch_closes_on_token_budget_and_groups_by_length(make):
     backend = FakeBackend()
     backend.gate.clear()  # hold the worker so the queue fills up first
     batcher = await make(backend, max_batch_size=64, max_batch_tokens=40, max_queue_delay_ms=0)
     blocker = asyncio.create_task(batcher.submit([row([1])], deadline()))
-    await asyncio.sleep(0.05)
+    await worker_blocked(backend)
     lengths = [2, 20, 3, 19, 2, 20, 3, 18]
     pending = asyncio.gather(*(batcher.submit([row([1] * n)], deadline()) for n in lengths))
-    await asyncio.sleep(0.05)
+    await queued(batcher, len(lengths))
     backend.gate.set()
     await pending
     await blocker
@@ -91,44 +115,41 @@ async def test_batch_closes_on_token_budget_and_groups_by_length():
         assert n_rows * width <= 40
     widths = sorted(width for _, width in backend.batches[1:])
     assert widths[0] <= 3 and widths[-1] >= 18  # short rows were not padded to the long ones
-    await batcher.stop()
 
 
-async def test_deadline_raises_and_drops_queued_rows():
+async def test_deadline_raises_and_drops_queued_rows(make):
     backend = FakeBackend()
     backend.gate.clear()
     batcher = await make(backend, max_queue_delay_ms=0)
     first = asyncio.create_task(batcher.submit([row([1])], deadline(5)))
-    await asyncio.sleep(0.05)  # the worker is now blocked on the first batch
+    await worker_blocked(backend)
     with pytest.raises(DeadlineExceeded):
         await batcher.submit([row([2]), row([3])], deadline(0.1))
     backend.gate.set()
     assert (await first)[0]["total"] == 1
-    await asyncio.sleep(0.05)
-    assert all(shape[0] == 1 for shape in backend.batches)  # the expired rows never ran
+    assert (await batcher.submit([row([4])], deadline()))[0]["total"] == 4  # runs after anything queued before it
+    assert backend.batches == [(1, 1), (1, 1)]  # the expired rows never ran
     dropped = batcher.metrics.registry.get_sample_value("zhserve_rows_dropped_total", {"model": "fake"})
     assert dropped == 2
-    await batcher.stop()
 
 
-async def test_full_queue_rejects_with_overloaded():
+async def test_full_queue_rejects_with_overloaded(make):
     backend = FakeBackend()
     backend.gate.clear()
     batcher = await make(backend, max_queue_rows=4, max_queue_delay_ms=0)
     running = asyncio.create_task(batcher.submit([row([1])], deadline()))
-    await asyncio.sleep(0.05)
-    queued = asyncio.create_task(batcher.submit([row([1])] * 3, deadline()))
-    await asyncio.sleep(0.01)
+    await worker_blocked(backend)
+    waiting = asyncio.create_task(batcher.submit([row([1])] * 3, deadline()))
+    await queued(batcher, 3)
     with pytest.raises(Overloaded) as info:
         await batcher.submit([row([1])] * 2, deadline())
     assert info.value.retry_after >= 1
     backend.gate.set()
     await running
-    assert len(await queued) == 3
-    await batcher.stop()
+    assert len(await waiting) == 3
 
 
-async def test_a_failing_row_fails_only_its_own_request():
+async def test_a_failing_row_fails_only_its_own_request(make):
     backend = FakeBackend(delay=0.01)
     batcher = await make(backend, max_batch_size=8, max_queue_delay_ms=30)
     good = [batcher.submit([row([i, i])], deadline()) for i in range(5)]
@@ -136,14 +157,12 @@ async def test_a_failing_row_fails_only_its_own_request():
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     assert isinstance(results[-1], BackendError)
     assert [int(r[0]["total"]) for r in results[:-1]] == [0, 2, 4, 6, 8]
-    await batcher.stop()
 
 
-async def test_a_lone_request_in_sparse_traffic_does_not_wait_for_the_delay():
+async def test_a_lone_request_in_sparse_traffic_does_not_wait_for_the_delay(make):
     backend = FakeBackend()
     batcher = await make(backend, max_queue_delay_ms=500)
     started = time.monotonic()
     await batcher.submit([row([1, 2]), row([3])], deadline())
     assert time.monotonic() - started < 0.25  # ran at once, not after 500 ms
     assert backend.batches == [(2, 2)]  # both rows of the request in one batch
-    await batcher.stop()

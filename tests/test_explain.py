@@ -240,6 +240,8 @@ def test_faithfulness_rows_pad_the_top_and_random_characters():
     assert int(row["label"]) == 3 and float(row["use_object"]) == 1.0 and row["mask"].tolist() == [1.0] * 7
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_eval_explain_prints_metrics_json_last():
     import json
     import subprocess

@@ -93,8 +93,8 @@ def test_rerank_features_line_up_with_their_names():
 
 
 def test_the_reranker_is_fitted_to_pick_what_is_right_and_served_by_answer_from():
-    from app.tasks.math.task import answer_from
     from app.tasks.math.rerank import FEATURES, Candidate, Reranker
+    from app.tasks.math.task import answer_from
     from training.math.rerank import accuracy, fit
 
     rng = random.Random(0)
@@ -132,6 +132,7 @@ def test_numbers_become_slots_and_equations_read_back():
             expression_tokens(bad, [])
 
 
+@pytest.mark.data
 def test_math23k_equations_round_trip_to_their_answers():
     problems = load(MATH23K, limit=1000)
     kept = [p for p in problems if p.target is not None]
@@ -280,6 +281,7 @@ def test_eval_math_reports_accuracy(tiny_math):
     assert 0.75 <= result["accuracy"] <= result["valid_expressions"] <= 1.0
 
 
+@pytest.mark.data
 def test_our_ape210k_shares_are_disjoint_and_only_the_train_share_is_ever_trained_on(monkeypatch):
     from training.math import data
 

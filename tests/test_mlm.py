@@ -31,14 +31,14 @@ def tiny_mlm(tiny_mlm_run, tmp_path_factory):
     /parse."""
     from training.common.bert import load_mlm
     from training.mlm import ngrams
-    from training.mlm.export import write_model
+    from training.mlm.export import ProbeRules, write_model
 
     run = tiny_mlm_run
     models = tmp_path_factory.mktemp("mlm_models")
     stats = ngrams.main(run / "train.npy", run / "vocab.txt", models.parent / "ngrams.npz", min_count=1)
     model, vocab = load_mlm(run)
-    write_model(model, vocab, models, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",
-                quality={}, training={"command": "tests"}, ngrams=stats, arc_weights=RIGHT_CHAIN_RULE)
+    rules = ProbeRules(layer=2, threshold=0.5, ngrams=stats, arc_weights=RIGHT_CHAIN_RULE)
+    write_model(model, vocab, models, "mlm", rules, quality={}, training={"command": "tests"})
     return run, models
 
 
@@ -169,7 +169,7 @@ def test_segment_and_parse_reject_bad_input(client):
 def test_parse_reads_the_word_tagger(tiny_mlm_run, tmp_path):
     from app.tasks.mlm.parse import WordTagger, tag_feature_names
     from training.common.bert import load_mlm
-    from training.mlm.export import write_model
+    from training.mlm.export import ProbeRules, write_model
 
     model, vocab = load_mlm(tiny_mlm_run)
     tags = ["NOUN", "VERB"]
@@ -179,8 +179,8 @@ def test_parse_reads_the_word_tagger(tiny_mlm_run, tmp_path):
     rule = {"dependent_VERB*adjacent": 10.0, "dependent_VERB*adjacent*head_right": -20.0, "bias": 5.0,
             "position": -20.0}
     for name, weights in (("tagged", [rule.get(n, 0.0) for n in names]), ("short", RIGHT_CHAIN_RULE)):
-        write_model(model, vocab, tmp_path / name, "mlm", layer=2, threshold=0.5, orientation="head_moves_dependent",
-                    quality={}, training={"command": "tests"}, arc_weights=weights, tagger=tagger)
+        rules = ProbeRules(layer=2, threshold=0.5, arc_weights=weights, tagger=tagger)
+        write_model(model, vocab, tmp_path / name, "mlm", rules, quality={}, training={"command": "tests"})
     assert json.loads((tmp_path / "tagged" / "mlm" / "model.json").read_text())["parse"]["tags"] == tags
     with TestClient(create_app(Settings(models=tmp_path / "tagged"))) as c:
         assert wait_ready(c)["models"]["mlm"] == "ready"

@@ -41,6 +41,7 @@ def test_the_three_formats_load_into_questions_with_passages_and_answers(tmp_pat
     assert q.answers == [["曹雪芹"], []] and q.gold == ["曹雪芹"]
 
 
+@pytest.mark.data
 def test_the_shared_cmrc_files_load():
     train, trial = load(CMRC / "train.json"), load(CMRC / "trial.json")
     assert len(train) == 10142 and len(trial) == 1002
@@ -152,6 +153,8 @@ def test_tiny_training_run_learns_and_exports_with_parity(tiny_qa):
     assert (models / "qa" / "1" / "reader.onnx").exists()
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_training_resumes_from_its_last_checkpoint(tmp_path):
     from training.qa.train import TrainConfig, train
 

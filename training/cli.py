@@ -1,106 +1,25 @@
-"""`zhserve train TASK ...` and `zhserve export TASK ...`."""
+"""`zhserve train TASK ...`, `zhserve export TASK ...` and `zhserve eval TASK ...`: one table of subcommands each.
+
+Logging is configured once, by app/cli.py.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 from training.common.paths import DATA, ROOT, RUNS
 
 DUIE = DATA / "ie" / "duie2"
 DUIE_FILES = [str(DUIE / "train_part1.json"), str(DUIE / "train_part2.json")]
-
-
-def train_main(task: str, argv: list[str]) -> None:
-    if task == "embeddings":
-        p = argparse.ArgumentParser(prog="zhserve train embeddings", description="char vocab + word2vec vectors")
-        p.add_argument("--out", default=str(RUNS / "embeddings"))
-        p.add_argument("--max-chars", type=int, default=20_000_000, help="corpus characters to train on")
-        p.add_argument("--task-data", nargs="*", default=DUIE_FILES, help="task texts added (train split only)")
-        a = p.parse_args(argv)
-        from training.common.embeddings import main
-        from training.common.io import read_jsonl
-        from training.common.splits import extract_split
-
-        texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if extract_split(r["text"]) == "train"]
-        main(Path(a.out), texts, max_chars=a.max_chars)
-    elif task == "ngrams":
-        import logging
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        p = argparse.ArgumentParser(prog="zhserve train ngrams",
-                                    description="corpus n-gram statistics for /segment")
-        p.add_argument("--stream", default=str(RUNS / "mlm" / "train.npy"), help="written by zhserve train mlm")
-        p.add_argument("--vocab", default=str(RUNS / "mlm" / "vocab.txt"))
-        p.add_argument("--out", default=str(RUNS / "ngrams" / "ngrams.npz"))
-        p.add_argument("--min-count", type=int, default=5, help="rarer contexts are left out")
-        a = p.parse_args(argv)
-        from training.mlm.ngrams import main
-
-        main(Path(a.stream), Path(a.vocab), Path(a.out), a.min_count)
-    elif task == "math-reranker":
-        import logging
-
-        from training.math.data import APE_VALID
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        p = argparse.ArgumentParser(prog="zhserve train math-reranker",
-                                    description="fit the /solve_math answer reranker on the served solver's beams")
-        p.add_argument("--models", default=str(ROOT / "models"))
-        p.add_argument("--name", default="math")
-        p.add_argument("--data", default=str(APE_VALID), help="Ape210K valid: fitted on our train share")
-        p.add_argument("--beam-size", type=int, default=8)
-        p.add_argument("--out", default=str(RUNS / "math_rerank"), help="where the decoded beams are kept")
-        a = p.parse_args(argv)
-        from training.math.rerank import main
-
-        main(Path(a.models), a.name, Path(a.data), a.beam_size, Path(a.out),
-             " ".join(["zhserve train math-reranker", *argv]))
-    elif task == "extract":
-        from training.extract.train import RECIPES, TrainConfig, train
-
-        p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
-        p.add_argument("--data", nargs="+", default=DUIE_FILES)
-        p.add_argument("--schema", default=str(DUIE / "schema.json"))
-        p.add_argument("--out", default=str(RUNS / "extract"))
-        p.add_argument("--extra-train", nargs="*", default=[], help="JSON lines used for training only (e.g. SKE 2019)")
-        train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
-    elif task == "mlm":
-        import logging
-
-        from training.mlm.train import RECIPES, MLMConfig, train
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        p = argparse.ArgumentParser(prog="zhserve train mlm", description="pretrain the project's BERT masked LM")
-        train(MLMConfig(**_config_args(p, MLMConfig, RECIPES, argv)))
-    elif task == "math":
-        import logging
-
-        from training.math.train import RECIPES, MathConfig, train
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        p = argparse.ArgumentParser(prog="zhserve train math",
-                                    description="fine-tune the project's BERT as a UniLM seq2seq math solver")
-        train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
-    elif task == "qa":
-        import logging
-
-        from training.qa.train import CMRC_TRAIN, RECIPES, TrainConfig, train
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model")
-        p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="SQuAD/CMRC JSON (our split by id)")
-        p.add_argument("--out", default=str(RUNS / "qa"))
-        train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
-    else:
-        raise SystemExit(f"zhserve train: unknown task {task!r} "
-                         "(known: embeddings, ngrams, extract, mlm, math, math-reranker, qa)")
+SEG = DATA / "seg"
+MODELS = str(ROOT / "models")
 
 
 def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
     """One flag per config field not already on `p`, plus --recipe presets (explicit flags still win)."""
-    from dataclasses import fields
-
     p.add_argument("--recipe", choices=sorted(recipes), help="preset sizes: cpu (the shipped model) or gpu")
     taken = {a.dest for a in p._actions}
     for f in fields(config):
@@ -115,61 +34,141 @@ def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[s
     return args
 
 
-def export_main(task: str, argv: list[str]) -> None:
-    if task == "mlm":
-        return _export_mlm(argv)
-    if task == "math":
-        return _export_math(argv)
-    if task == "qa":
-        return _export_qa(argv)
-    if task != "extract":
-        raise SystemExit(f"zhserve export: unknown task {task!r} (known: extract, qa, mlm, math)")
-    p = argparse.ArgumentParser(prog="zhserve export extract",
-                                description="tune thresholds, export ONNX, write model.json")
-    p.add_argument("--run", default=str(RUNS / "extract"), help="training output folder")
-    p.add_argument("--models", default=str(ROOT / "models"))
-    p.add_argument("--name", default="extract")
+# -- train --------------------------------------------------------------------------------------------------
+
+def train_embeddings(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="zhserve train embeddings", description="char vocab + word2vec vectors")
+    p.add_argument("--out", default=str(RUNS / "embeddings"))
+    p.add_argument("--max-chars", type=int, default=20_000_000, help="corpus characters to train on")
+    p.add_argument("--task-data", nargs="*", default=DUIE_FILES, help="task texts added (train split only)")
+    a = p.parse_args(argv)
+    from training.common.embeddings import main
+    from training.common.io import read_jsonl
+    from training.common.splits import extract_split
+
+    texts = [r["text"] for f in a.task_data for r in read_jsonl(f) if extract_split(r["text"]) == "train"]
+    main(Path(a.out), texts, max_chars=a.max_chars)
+
+
+def train_ngrams(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="zhserve train ngrams", description="corpus n-gram statistics for /segment")
+    p.add_argument("--stream", default=str(RUNS / "mlm" / "train.npy"), help="written by zhserve train mlm")
+    p.add_argument("--vocab", default=str(RUNS / "mlm" / "vocab.txt"))
+    p.add_argument("--out", default=str(RUNS / "ngrams" / "ngrams.npz"))
+    p.add_argument("--min-count", type=int, default=5, help="rarer contexts are left out")
+    a = p.parse_args(argv)
+    from training.mlm.ngrams import main
+
+    main(Path(a.stream), Path(a.vocab), Path(a.out), a.min_count)
+
+
+def train_math_reranker(argv: list[str]) -> None:
+    from training.math.data import APE_VALID
+
+    p = argparse.ArgumentParser(prog="zhserve train math-reranker",
+                                description="fit the /solve_math answer reranker on the served solver's beams")
+    p.add_argument("--models", default=MODELS)
+    p.add_argument("--name", default="math")
+    p.add_argument("--data", default=str(APE_VALID), help="Ape210K valid: fitted on our train share")
+    p.add_argument("--beam-size", type=int, default=8)
+    p.add_argument("--out", default=str(RUNS / "math_rerank"), help="where the decoded beams are kept")
+    a = p.parse_args(argv)
+    from training.math.rerank import main
+
+    command = " ".join(["zhserve train math-reranker", *argv])
+    main(Path(a.models), a.name, Path(a.data), a.beam_size, Path(a.out), command)
+
+
+def train_extract(argv: list[str]) -> None:
+    from training.extract.train import RECIPES, TrainConfig, train
+
+    p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
     p.add_argument("--data", nargs="+", default=DUIE_FILES)
+    p.add_argument("--schema", default=str(DUIE / "schema.json"))
+    p.add_argument("--out", default=str(RUNS / "extract"))
+    p.add_argument("--extra-train", nargs="*", default=[], help="JSON lines used for training only (e.g. SKE 2019)")
+    train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+
+
+def train_qa(argv: list[str]) -> None:
+    from training.qa.train import CMRC_TRAIN, RECIPES, TrainConfig, train
+
+    p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model")
+    p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="SQuAD/CMRC JSON (our split by id)")
+    p.add_argument("--out", default=str(RUNS / "qa"))
+    train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+
+
+def train_math(argv: list[str]) -> None:
+    from training.math.train import RECIPES, MathConfig, train
+
+    p = argparse.ArgumentParser(prog="zhserve train math",
+                                description="fine-tune the project's BERT as a UniLM seq2seq math solver")
+    train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
+
+
+def train_mlm(argv: list[str]) -> None:
+    from training.mlm.train import RECIPES, MLMConfig, train
+
+    p = argparse.ArgumentParser(prog="zhserve train mlm", description="pretrain the project's BERT masked LM")
+    train(MLMConfig(**_config_args(p, MLMConfig, RECIPES, argv)))
+
+
+TRAIN: dict[str, Callable[[list[str]], None]] = {
+    "embeddings": train_embeddings, "ngrams": train_ngrams, "extract": train_extract, "qa": train_qa,
+    "mlm": train_mlm, "math": train_math, "math-reranker": train_math_reranker}
+
+
+# -- export -------------------------------------------------------------------------------------------------
+
+def _export_args(prog: str, description: str, run: str, name: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--run", default=str(RUNS / run), help="training output folder")
+    p.add_argument("--models", default=MODELS)
+    p.add_argument("--name", default=name)
     p.add_argument("--command", default="", help="training command to record in model.json")
+    return p
+
+
+def export_extract(argv: list[str]) -> None:
+    p = _export_args("zhserve export extract", "tune thresholds, export ONNX, write model.json", "extract", "extract")
+    p.add_argument("--data", nargs="+", default=DUIE_FILES)
     a = p.parse_args(argv)
     from training.extract.export import export
 
     export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
 
 
-def _export_qa(argv: list[str]) -> None:
-    import logging
-
+def export_qa(argv: list[str]) -> None:
     from training.qa.train import CMRC_TRAIN
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser(prog="zhserve export qa",
-                                description="tune the no-answer threshold, measure, export ONNX, write model.json")
-    p.add_argument("--run", default=str(RUNS / "qa"), help="training output folder")
-    p.add_argument("--models", default=str(ROOT / "models"))
-    p.add_argument("--name", default="qa")
+    p = _export_args("zhserve export qa", "tune the no-answer threshold, measure, export ONNX, write model.json",
+                     "qa", "qa")
     p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="the training data (its dev split is used)")
-    p.add_argument("--command", default="", help="training command to record in model.json")
     a = p.parse_args(argv)
     from training.qa.export import export
 
     export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
 
 
-SEG = DATA / "seg"
+def export_math(argv: list[str]) -> None:
+    from training.math.data import APE_VALID
+
+    p = _export_args("zhserve export math", "math run (best.pt) -> ONNX decoder + model.json, measured on our "
+                     "Ape210K dev and test shares", "math", "math")
+    p.add_argument("--eval-data", default=str(APE_VALID))
+    p.add_argument("--eval-limit", type=int, default=0, help="measure on the first N problems of each share only")
+    a = p.parse_args(argv)
+    from training.math.export import export
+
+    export(Path(a.run), Path(a.models), a.name, Path(a.eval_data), a.eval_limit, a.command)
 
 
-def _export_mlm(argv: list[str]) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser(prog="zhserve export mlm", description="BERT masked LM -> ONNX encoder for "
-                                "Perturbed Masking (/segment, /parse), tuned on UD dev and measured on PKU gold")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--run", default=str(RUNS / "mlm"), help="a `zhserve train mlm` output folder")
-    source.add_argument("--hf-model", help="a Hugging Face BERT checkpoint folder (config.json, weights, vocab.txt)")
-    p.add_argument("--models", default=str(ROOT / "models"))
-    p.add_argument("--name", default="mlm")
+def export_mlm(argv: list[str]) -> None:
+    p = _export_args("zhserve export mlm", "BERT masked LM -> ONNX encoder for Perturbed Masking (/segment, "
+                     "/parse), tuned on UD dev and measured on PKU gold", "mlm", "mlm")
+    p.add_argument("--hf-model", help="a Hugging Face BERT checkpoint folder (config.json, weights, vocab.txt); "
+                                      "replaces --run")
     p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
     p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
     p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
@@ -185,61 +184,79 @@ def _export_mlm(argv: list[str]) -> None:
     p.add_argument("--parse-limit", type=int, default=0)
     p.add_argument("--ngrams", default=str(RUNS / "ngrams" / "ngrams.npz"),
                    help="corpus n-gram statistics for /segment and /parse (zhserve train ngrams); skipped if absent")
-    p.add_argument("--command", default="", help="training command to record in model.json")
     a = p.parse_args(argv)
-    from training.mlm.export import export
+    from training.mlm.export import ExportJob, export
 
-    export(None if a.hf_model else Path(a.run), Path(a.hf_model) if a.hf_model else None, Path(a.models), a.name,
-           a.layer, a.threshold, a.orientation, [Path(d) for d in a.segment_eval],
-           [Path(d) for d in a.parse_eval], a.segment_limit, a.parse_limit, Path(a.words) if a.words else None,
-           Path(a.tune_data), a.command, a.tune_limit, Path(a.ngrams) if a.ngrams else None)
+    path = lambda value: Path(value) if value else None  # noqa: E731
+    export(ExportJob(
+        run=None if a.hf_model else Path(a.run), hf_model=path(a.hf_model), models=Path(a.models), name=a.name,
+        layer=a.layer, threshold=a.threshold, orientation=a.orientation,
+        segment_eval=[Path(d) for d in a.segment_eval], parse_eval=[Path(d) for d in a.parse_eval],
+        segment_limit=a.segment_limit, parse_limit=a.parse_limit, words=path(a.words), tune_data=Path(a.tune_data),
+        command=a.command, tune_limit=a.tune_limit, ngrams=path(a.ngrams)))
 
 
-def _export_math(argv: list[str]) -> None:
-    import logging
+EXPORT: dict[str, Callable[[list[str]], None]] = {
+    "extract": export_extract, "qa": export_qa, "math": export_math, "mlm": export_mlm}
 
-    from training.math.data import APE_VALID
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser(prog="zhserve export math", description="math run (best.pt) -> ONNX decoder + "
-                                "model.json, measured on our Ape210K dev and test shares")
-    p.add_argument("--run", default=str(RUNS / "math"), help="a `zhserve train math` output folder")
-    p.add_argument("--models", default=str(ROOT / "models"))
-    p.add_argument("--name", default="math")
-    p.add_argument("--eval-data", default=str(APE_VALID))
-    p.add_argument("--eval-limit", type=int, default=0, help="measure on the first N problems of each share only")
-    p.add_argument("--command", default="", help="training command to record in model.json")
-    a = p.parse_args(argv)
-    from training.math.export import export
+# -- eval ---------------------------------------------------------------------------------------------------
 
-    export(Path(a.run), Path(a.models), a.name, Path(a.eval_data), a.eval_limit, a.command)
+def eval_extract(data, models, limit, split, words):
+    from training.extract.evaluate import evaluate_served
+
+    return evaluate_served(data, models, limit, split)
+
+
+def eval_qa(data, models, limit, split, words):
+    from training.qa.evaluate import evaluate_served
+
+    return evaluate_served(data, models, limit, split)
+
+
+def eval_math(data, models, limit, split, words):
+    from training.math.evaluate import evaluate_served
+
+    return evaluate_served(data, models, limit, split)
+
+
+def eval_segment(data, models, limit, split, words):
+    from training.mlm.evaluate import evaluate_segment
+
+    return evaluate_segment(data, models, limit, words)
+
+
+def eval_parse(data, models, limit, split, words):
+    from training.mlm.evaluate import evaluate_parse
+
+    return evaluate_parse(data, models, limit)
+
+
+def eval_explain(data, models, limit, split, words):
+    """/explain on the extract model: completeness and faithfulness of its attributions."""
+    from training.extract.explain_eval import evaluate_explain
+
+    return evaluate_explain(data, models, limit or 100, split)
+
+
+EVAL = {"extract": eval_extract, "qa": eval_qa, "math": eval_math, "segment": eval_segment, "parse": eval_parse,
+        "explain": eval_explain}
+
+
+def _pick(table: dict, command: str, task: str):
+    if task not in table:
+        raise SystemExit(f"zhserve {command}: unknown task {task!r} (known: {', '.join(table)})")
+    return table[task]
+
+
+def train_main(task: str, argv: list[str]) -> None:
+    _pick(TRAIN, "train", task)(argv)
+
+
+def export_main(task: str, argv: list[str]) -> None:
+    _pick(EXPORT, "export", task)(argv)
 
 
 def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,
               words: Path | None = None) -> dict:
-    if task == "extract":
-        from training.extract.evaluate import evaluate_served
-
-        return evaluate_served(data, models, limit, split)
-    if task == "segment":
-        from training.mlm.evaluate import evaluate_segment
-
-        return evaluate_segment(data, models, limit, words)
-    if task == "parse":
-        from training.mlm.evaluate import evaluate_parse
-
-        return evaluate_parse(data, models, limit)
-    if task == "math":
-        from training.math.evaluate import evaluate_served as evaluate_math
-
-        return evaluate_math(data, models, limit, split)
-    if task == "qa":
-        from training.qa.evaluate import evaluate_served as evaluate_qa
-
-        return evaluate_qa(data, models, limit, split)
-    if task == "explain":  # /explain on the extract model: completeness and faithfulness of its attributions
-        from training.extract.explain_eval import evaluate_explain
-
-        return evaluate_explain(data, models, limit or 100, split)
-    raise SystemExit(f"zhserve eval: task {task!r} has no model yet "
-                     "(available: extract, qa, segment, parse, explain, math)")
+    return _pick(EVAL, "eval", task)(data, models, limit, split, words)

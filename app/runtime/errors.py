@@ -3,7 +3,6 @@
 ZhserveError
 ├── BadRequest         400  a raw tensor request (Open Inference Protocol) with wrong names, shapes or types
 ├── InvalidInput       422  the request is well-formed JSON but its content is not acceptable
-├── PayloadTooLarge    413  the body is over the configured limit
 ├── Overloaded         429  the model's queue is full; retry after `retry_after` seconds
 ├── Unavailable        503  the model is not loaded (still loading, or failed to load)
 ├── DeadlineExceeded   504  the request's deadline passed; its queued rows were dropped
@@ -28,10 +27,6 @@ class BadRequest(ZhserveError):
 
 class InvalidInput(ZhserveError):
     status, type = 422, "invalid_input"
-
-
-class PayloadTooLarge(ZhserveError):
-    status, type = 413, "payload_too_large"
 
 
 class Overloaded(ZhserveError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import numpy as np
 
 from app.text import CharVocab, normalize
 from training.common.paths import DATA
+
+log = logging.getLogger(__name__)
 
 CORPUS_FILES = ("fewclue_unlabeled.txt.gz", "classic_four_novels.txt.gz", "fudan_textcls.txt.gz")
 
@@ -56,15 +57,14 @@ def train_char_vectors(
             matrix[i] = w2v.wv[token]
             found += 1
     scale = np.std(matrix[5:]) or 1.0
-    logging.info("char vectors: %d/%d tokens from word2vec", found, len(vocab))
+    log.info("char vectors: %d/%d tokens from word2vec", found, len(vocab))
     return matrix / scale * 0.1
 
 
 def main(out: Path, task_texts: list[str], max_chars: int = 20_000_000, dim: int = 128) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     corpus = list(corpus_lines(max_chars))
     vocab = CharVocab.build(corpus + task_texts, min_count=3, max_size=8000)
     vocab.save(out / "vocab.txt")
-    logging.info("vocabulary: %d tokens from %d corpus lines", len(vocab), len(corpus))
+    log.info("vocabulary: %d tokens from %d corpus lines", len(vocab), len(corpus))
     np.save(out / "char_vectors.npy", train_char_vectors(corpus + task_texts, vocab, dim=dim))

@@ -3,11 +3,9 @@ checkpoint selection and threshold tuning on the dev split. Resumable from its l
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,9 +16,8 @@ from torch.nn import functional as F
 from app.tasks.extract.decode import Thresholds
 from app.tasks.extract.schema import Schema
 from app.text import CharVocab
-from training.common.loop import resume, save_last, train_epoch
+from training.common.loop import char_vocab, fit, seeded
 from training.common.paths import RUNS
-from training.common.schedule import learning_rate
 from training.common.splits import extract_split
 from training.extract.data import Example, entity_pools, load_examples, swap_entities
 from training.extract.evaluate import evaluate_torch
@@ -120,10 +117,7 @@ def extra_examples(paths: list[Path], main: list[Example], schema: Schema) -> li
 
 
 def train(cfg: TrainConfig) -> Path:
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
+    rng = seeded(cfg.seed, cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     schema = Schema.load(cfg.schema)
@@ -137,12 +131,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.limit:
         train_set, dev_set = train_set[: cfg.limit], dev_set[: max(8, cfg.limit // 8)]
 
-    vectors = None
-    if cfg.embeddings:
-        vocab = CharVocab.load(Path(cfg.embeddings) / "vocab.txt")
-        vectors = np.load(Path(cfg.embeddings) / "char_vectors.npy")
-    else:
-        vocab = CharVocab.build((e.text for e in train_set), min_count=1)
+    vocab, vectors = char_vocab(cfg.embeddings, (e.text for e in train_set))
     vocab.save(out / "vocab.txt")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     (out / "schema.jsonl").write_text(
@@ -155,44 +144,15 @@ def train(cfg: TrainConfig) -> Path:
         net.pretrained.weight.data.copy_(torch.from_numpy(vectors / vectors[5:].std()))
     if cfg.init:
         net.load_state_dict(torch.load(cfg.init, weights_only=False)["state_dict"])
-    ema = copy.deepcopy(net).eval()
     pools = entity_pools(train_set, schema)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-    last = out / "last.pt"
-    state = resume(last, net, ema, optimizer, rng) or {"epoch": 0, "best_f1": -1.0, "history": []}
-    if state["epoch"]:
-        log.info("resumed at epoch %d (best dev F1 %.4f)", state["epoch"], state["best_f1"])
-
-    # the time limit counts the epochs run before a resume too
-    started = time.monotonic() - 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
     log.info("train %d, dev %d sentences; %d labels; %d parameters", len(train_set), len(dev_set),
              len(schema.labels), sum(p.numel() for p in net.parameters()))
-    while state["epoch"] < cfg.epochs:
-        net.train()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, state["epoch"])
+
+    def epoch_chunks() -> list[list[Example]]:
         epoch_set = [swap_entities(e, pools, schema, rng) if rng.random() < cfg.augment else e for e in train_set]
-        loss = train_epoch(net, ema, optimizer, batches(epoch_set, cfg.batch_size, rng),
-                           lambda c: loss_fn(net, tensors(c, vocab, config.num_labels, cfg.max_len, rng)),
-                           cfg.ema_decay, f"epoch {state['epoch'] + 1}/{cfg.epochs}")
-        state["epoch"] += 1
-        record = {"epoch": state["epoch"], "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                  "minutes": round((time.monotonic() - started) / 60, 1)}
-        if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
-            # Early on the EMA still carries much of the initial weights: score both, keep the better.
-            scores = {name: evaluate_torch(model, vocab, schema, dev_set, Thresholds())
-                      for name, model in (("ema", ema), ("raw", net))}
-            kind = max(scores, key=lambda k: scores[k]["f1"])
-            record.update(scores[kind], weights=kind, raw_f1=scores["raw"]["f1"], ema_f1=scores["ema"]["f1"])
-            if record["f1"] > state["best_f1"]:
-                state["best_f1"] = record["f1"]
-                weights = (ema if kind == "ema" else net).state_dict()
-                torch.save({"config": config.to_dict(), "state_dict": weights, "weights": kind}, out / "best.pt")
-        state["history"].append(record)
-        log.info("%s", json.dumps(record))
-        save_last(last, net, ema, optimizer, state, rng, config.to_dict())
-        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
-        if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
-            log.info("time limit reached after epoch %d", state["epoch"])
-            break
-    return out / "best.pt"
+        return batches(epoch_set, cfg.batch_size, rng)
+
+    return fit(net, cfg, out, rng, epoch_chunks,
+               lambda model, chunk: loss_fn(model, tensors(chunk, vocab, config.num_labels, cfg.max_len, rng)),
+               lambda model: evaluate_torch(model, vocab, schema, dev_set, Thresholds()),
+               lambda scores: scores["f1"], cfg.eval_every)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from app.runtime.errors import ZhserveError
-from app.tasks.math.task import answer_from
 from app.tasks.math.evaluator import ExpressionError, evaluate
 from app.tasks.math.rerank import FEATURES, Candidate, Reranker, candidate_features
+from app.tasks.math.task import answer_from
 from training.common.export import write_model_json
 from training.common.logistic import fit_logistic
 from training.common.paths import shown

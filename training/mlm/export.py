@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +58,48 @@ def export_encoder(model, vocab: CharVocab, layer: int, path: Path) -> float:
     return float(np.abs(got - expected)[keep].max())
 
 
-def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, threshold: float,
-                orientation: str, quality: dict, training: dict, weights=None,
-                root_rule: str = "most_affected", center: bool = False, ngrams: Path | None = None,
-                arc_weights: list[float] | None = None, tagger=None) -> Path:
-    """arc_weights: the fitted arc rule for /parse, reading the WordTagger `tagger`'s guesses when given;
-    without it /parse reads the impacts alone (the paper's rule in `orientation`, `root_rule`, `center`)."""
+@dataclass
+class ProbeRules:
+    """What /segment and /parse read besides the encoder: the probed layer, the segmentation rule (`weights`
+    over the gap features, or the paper's mutual-impact rule when None, joined above `threshold`), and the
+    parsing rule: `arc_weights` (reading the WordTagger `tagger`'s guesses when given), or without them the
+    paper's rule over the impacts in `orientation`, `root_rule`, `center`."""
+
+    layer: int
+    threshold: float
+    orientation: str = "head_moves_dependent"
+    weights: list[float] | None = None
+    root_rule: str = "most_affected"
+    center: bool = False
+    ngrams: Path | None = None  # corpus statistics to ship beside the encoder
+    arc_weights: list[float] | None = None
+    tagger: object | None = None
+
+
+@dataclass
+class ExportJob:
+    """`zhserve export mlm`: where the encoder comes from, what to tune it on and what to measure it on."""
+
+    run: Path | None  # a `zhserve train mlm` run, or
+    hf_model: Path | None  # a Hugging Face BERT folder
+    models: Path
+    name: str = "mlm"
+    layer: int | None = None  # None: tuned, as is the threshold
+    threshold: float | None = None
+    orientation: str | None = None  # None: fit the learned arc rule
+    segment_eval: list[Path] = field(default_factory=list)
+    parse_eval: list[Path] = field(default_factory=list)
+    segment_limit: int = 0
+    parse_limit: int = 0
+    words: Path | None = None  # training word list, for OOV recall
+    tune_data: Path | None = None
+    command: str = ""
+    tune_limit: int = 0
+    ngrams: Path | None = None
+
+
+def write_model(model, vocab: CharVocab, models: Path, name: str, rules: ProbeRules, quality: dict,
+                training: dict) -> Path:
     from app.tasks.mlm.parse import ARC_FEATURES, ROOT_FEATURES, tag_feature_names
     from app.tasks.mlm.segment import feature_names
     from training.mlm.probe import mutual_only
@@ -71,13 +108,13 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
     out = model_dir / "1"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    parity = export_encoder(model, vocab, layer, out / "encoder.onnx")
+    parity = export_encoder(model, vocab, rules.layer, out / "encoder.onnx")
     vocab.save(out / "vocab.txt")
-    if ngrams is not None:
-        shutil.copyfile(ngrams, out / "ngrams.npz")
-    if tagger is not None:
-        tagger.save(out / "parse_tagger.npz")
-    tag_names = [] if tagger is None else tag_feature_names(tagger.tags)
+    if rules.ngrams is not None:
+        shutil.copyfile(rules.ngrams, out / "ngrams.npz")
+    if rules.tagger is not None:
+        rules.tagger.save(out / "parse_tagger.npz")
+    tag_names = [] if rules.tagger is None else tag_feature_names(rules.tagger.tags)
     hidden = model.config.hidden_size
     limit = model.config.max_position_embeddings - 2
     config = {
@@ -89,19 +126,22 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, layer: int, th
         "limits": {"max_length": 2000, "max_parse_length": min(limit, 40)},
         "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
                          "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
-                         "max_position_embeddings": model.config.max_position_embeddings, "probe_layer": layer},
-        "segment": {"max_clause_length": min(limit, 64), "threshold": threshold,
-                    "weights": list(mutual_only(ngrams is not None) if weights is None else weights),
-                    "features": feature_names(ngrams is not None),
-                    **({"ngrams": "ngrams.npz"} if ngrams is not None else {}),
+                         "max_position_embeddings": model.config.max_position_embeddings,
+                         "probe_layer": rules.layer},
+        "segment": {"max_clause_length": min(limit, 64), "threshold": rules.threshold,
+                    "weights": list(mutual_only(rules.ngrams is not None) if rules.weights is None
+                                    else rules.weights),
+                    "features": feature_names(rules.ngrams is not None),
+                    **({"ngrams": "ngrams.npz"} if rules.ngrams is not None else {}),
                     "rule": "join neighbours i, i+1 when weights . gap_features(i) > threshold "
                             "(app/tasks/mlm/segment.py)"},
-        "parse": {"orientation": orientation, "root": root_rule,
-                  "center": center,
-                  **({"tagger": "parse_tagger.npz", "tags": tagger.tags} if tagger is not None else {}),
-                  **({"weights": arc_weights, "features": [*ARC_FEATURES, *tag_names, *ROOT_FEATURES],
+        "parse": {"orientation": rules.orientation, "root": rules.root_rule,
+                  "center": rules.center,
+                  **({"tagger": "parse_tagger.npz", "tags": rules.tagger.tags} if rules.tagger is not None else {}),
+                  **({"weights": rules.arc_weights, "features": [*ARC_FEATURES, *tag_names, *ROOT_FEATURES],
                       "rule": "per dependent, softmax over candidate heads and the root of weights . features; "
-                              "Eisner over the log-probabilities (app/tasks/mlm/parse.py)"} if arc_weights else {})},
+                              "Eisner over the log-probabilities (app/tasks/mlm/parse.py)"}
+                     if rules.arc_weights else {})},
         # CPU: one request already fills the cores, and large padded batches cost more than they share
         # (bench segment: 1024 to 4096 tokens alike, 32768 slower); raise it on a GPU.
         "batching": {"max_batch_size": 512, "max_batch_tokens": 2048, "max_queue_delay_ms": 2.0},
@@ -124,16 +164,17 @@ def plot_history(history: list[dict], path: Path) -> None:
                "held-out masked-token accuracy", "project BERT masked-LM pretraining")
 
 
-def export(run: Path | None, hf_model: Path | None, models: Path, name: str, layer: int | None,
-           threshold: float | None, orientation: str | None, seg_eval: list[Path], parse_eval: list[Path],
-           seg_limit: int, parse_limit: int, words_file: Path | None, tune_data: Path, command: str,
-           tune_limit: int = 0, ngrams: Path | None = None) -> Path:
+def export(job: ExportJob) -> Path:
     """Tune what is not given (on UD dev), export, then measure the served model and record it in model.json.
-    `ngrams`: corpus statistics (zhserve train ngrams) for the segmentation rule, if counted with this vocabulary."""
+    `job.ngrams`: corpus statistics (zhserve train ngrams) for the segmentation rule, if counted with this
+    vocabulary."""
     from app.tasks.mlm.ngrams import NgramStats, vocab_digest
     from training.mlm.evaluate import evaluate_parse, evaluate_segment, read_conllu
     from training.mlm.probe import tune_parsing, tune_segmentation
 
+    run, hf_model, models, ngrams, tune_data, tune_limit = (job.run, job.hf_model, job.models, job.ngrams,
+                                                            job.tune_data, job.tune_limit)
+    layer, threshold, orientation = job.layer, job.threshold, job.orientation
     model, vocab = load_mlm(hf_model or run)
     stats = NgramStats.load(ngrams) if ngrams is not None and ngrams.exists() else None
     if stats is not None and stats.digest != vocab_digest(vocab.tokens):
@@ -158,7 +199,7 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
                                      "of app/tasks/mlm/parse.py fitting_half, UAS (gold words) on the others; the "
                                      "tagger on the universal POS of every fitting_half sentence",
                              "layer": layer, **parse}
-    training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": command}
+    training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": job.command}
     quality: dict = {"probe_tuning": tuning}
     if run and (run / "final.json").exists():
         final = json.loads((run / "final.json").read_text())
@@ -168,11 +209,14 @@ def export(run: Path | None, hf_model: Path | None, models: Path, name: str, lay
         training |= {"recipe": {k: v for k, v in cfg.items() if k != "out"},
                      "data": "../shared/data/corpus (all three files) + task texts: DuIE/SKE train split, CMRC 2018 "
                              "train, Math23K, HMWP (Ape210K, segmentation and parsing files left out)"}
-    model_dir = write_model(model, vocab, models, name, layer, threshold, orientation, quality, training, weights,
-                            root_rule, center, ngrams if stats is not None else None, arc_weights, tagger)
+    rules = ProbeRules(layer, threshold, orientation, weights, root_rule, center, ngrams if stats is not None else None,
+                       arc_weights, tagger)
+    model_dir = write_model(model, vocab, models, job.name, rules, quality, training)
     if run and (run / "history.json").exists():
         plot_history(json.loads((run / "history.json").read_text()), model_dir / "training_curve.png")
     config = json.loads((model_dir / "model.json").read_text())
+    seg_eval, parse_eval, words_file = job.segment_eval, job.parse_eval, job.words
+    seg_limit, parse_limit = job.segment_limit, job.parse_limit
     if seg_eval:
         seg = evaluate_segment(seg_eval, models, seg_limit, words_file)
         config["quality"]["segment"] = {

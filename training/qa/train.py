@@ -4,11 +4,9 @@ EMA weights, checkpoint selection on dev EM + F1. Resumable from its last checkp
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,9 +16,8 @@ from torch.nn import functional as F
 
 from app.tasks.qa.decode import question_ids
 from app.text import CharVocab
-from training.common.loop import resume, save_last, train_epoch
+from training.common.loop import char_vocab, fit, seeded
 from training.common.paths import DATA, RUNS
-from training.common.schedule import learning_rate
 from training.common.splits import qa_split
 from training.qa.data import Question, answer_spans, load
 from training.qa.evaluate import TorchReader, evaluate_torch
@@ -121,10 +118,7 @@ def loss_fn(net: DGCNNReader, q_ids, p_ids, target) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig) -> Path:
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
+    rng = seeded(cfg.seed, cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     questions = [q for path in cfg.data for q in load(path)]
@@ -134,13 +128,8 @@ def train(cfg: TrainConfig) -> Path:
         train_set, dev_set = train_set[: cfg.limit], dev_set[: max(8, cfg.limit // 8)]
     dev_set = dev_set[: cfg.eval_questions]
 
-    vectors = None
-    if cfg.embeddings:
-        vocab = CharVocab.load(Path(cfg.embeddings) / "vocab.txt")
-        vectors = np.load(Path(cfg.embeddings) / "char_vectors.npy")
-    else:
-        texts = (t for s in train_set for t in (s.question.question, s.question.passages[0]))
-        vocab = CharVocab.build(texts, min_count=1)
+    vocab, vectors = char_vocab(cfg.embeddings, (t for s in train_set
+                                                 for t in (s.question.question, s.question.passages[0])))
     vocab.save(out / "vocab.txt")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
@@ -149,43 +138,15 @@ def train(cfg: TrainConfig) -> Path:
     net = DGCNNReader(config)
     if vectors is not None:
         net.pretrained.weight.data.copy_(torch.from_numpy(vectors / vectors[5:].std()))
-    ema = copy.deepcopy(net).eval()
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-    last = out / "last.pt"
-    state = resume(last, net, ema, optimizer, rng) or {"epoch": 0, "best": -1.0, "history": []}
-    if state["epoch"]:
-        log.info("resumed at epoch %d (best dev EM+F1 %.4f)", state["epoch"], state["best"])
-
-    started = time.monotonic() - 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)
     log.info("train %d, dev %d questions; %d parameters", len(train_set), len(dev_set),
              sum(p.numel() for p in net.parameters()))
-    while state["epoch"] < cfg.epochs:
-        net.train()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, state["epoch"])
+
+    def epoch_chunks() -> list[list[Sample]]:
         order = sorted(train_set, key=lambda s: rng.random())
-        chunks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        loss = train_epoch(net, ema, optimizer, chunks,
-                           lambda c: loss_fn(net, *tensors(c, train_set, vocab, cfg, config.question_length, rng)),
-                           cfg.ema_decay, f"epoch {state['epoch'] + 1}/{cfg.epochs}")
-        state["epoch"] += 1
-        record = {"epoch": state["epoch"], "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                  "minutes": round((time.monotonic() - started) / 60, 1)}
-        # Early on the EMA still carries much of the initial weights: score both, keep the better.
-        scores = {name: evaluate_torch(TorchReader(model, vocab, cfg.window, cfg.stride, cfg.max_answer), dev_set)
-                  for name, model in (("ema", ema), ("raw", net))}
-        kind = max(scores, key=lambda k: scores[k]["em"] + scores[k]["f1"])
-        record.update(scores[kind], weights=kind)
-        if record["em"] + record["f1"] > state["best"]:
-            state["best"] = record["em"] + record["f1"]
-            weights = (ema if kind == "ema" else net).state_dict()
-            torch.save({"config": config.to_dict(), "state_dict": weights, "weights": kind,
-                        "window": cfg.window, "stride": cfg.stride, "max_answer": cfg.max_answer}, out / "best.pt")
-        state["history"].append(record)
-        log.info("%s", json.dumps(record))
-        save_last(last, net, ema, optimizer, state, rng, config.to_dict())
-        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
-        if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
-            log.info("time limit reached after epoch %d", state["epoch"])
-            break
-    return out / "best.pt"
+        return [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+
+    return fit(net, cfg, out, rng, epoch_chunks,
+               lambda model, chunk: loss_fn(model, *tensors(chunk, train_set, vocab, cfg, config.question_length, rng)),
+               lambda model: evaluate_torch(TorchReader(model, vocab, cfg.window, cfg.stride, cfg.max_answer), dev_set),
+               lambda scores: scores["em"] + scores["f1"],
+               keep={"window": cfg.window, "stride": cfg.stride, "max_answer": cfg.max_answer})

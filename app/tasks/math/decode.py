@@ -21,7 +21,6 @@ OPERAND_START, AFTER_DIGIT, AFTER_POINT, AFTER_OPERAND = "operand_start", "digit
 MAX_DIGITS = 12  # per number the model spells out
 MAX_DEPTH = 10  # open parentheses
 REPEAT_LIMIT = 4  # a block of 2..8 tokens repeated this often in a row is a loop
-NEG_INF = -1e30
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""The ASGI middleware on a bare app: the body limit (413 before any handler) and request timing."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.api.middleware import BodyLimit, RequestMetrics
+from app.runtime.metrics import Metrics
+
+
+def build(max_bytes: int):
+    seen = []
+
+    async def echo(request: Request):
+        body = await request.body()
+        seen.append(len(body))
+        return JSONResponse({"bytes": len(body)})
+
+    metrics = Metrics()
+    app = Starlette(routes=[Route("/echo/{name}", echo, methods=["POST"])])
+    app = RequestMetrics(BodyLimit(app, max_bytes), metrics)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test"), seen, metrics
+
+
+async def test_a_body_under_the_limit_reaches_the_handler_whole():
+    client, seen, _ = build(100)
+    async with client:
+        r = await client.post("/echo/a", content=b"x" * 100)
+    assert r.status_code == 200 and r.json() == {"bytes": 100} and seen == [100]
+
+
+async def test_an_oversized_body_is_413_json_and_never_reaches_the_handler():
+    client, seen, _ = build(100)
+
+    async def chunks():  # no content-length: the limit is counted while reading
+        for _ in range(3):
+            yield b"x" * 60
+
+    async with client:
+        declared = await client.post("/echo/a", content=b"x" * 101)
+        streamed = await client.post("/echo/a", content=chunks())
+    for r in (declared, streamed):
+        assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
+    assert seen == []
+
+
+async def test_requests_are_timed_by_route_template_and_status():
+    client, _, metrics = build(100)
+    async with client:
+        await client.post("/echo/a", content=b"x")
+        await client.post("/echo/b", content=b"x" * 200)
+    count = metrics.registry.get_sample_value
+    assert count("zhserve_request_duration_seconds_count", {"endpoint": "/echo/{name}", "status": "200"}) == 1
+    assert count("zhserve_request_duration_seconds_count", {"endpoint": "unmatched", "status": "413"}) == 1
