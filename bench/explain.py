@@ -4,7 +4,7 @@ PyTorch eager autograd computing the same attributions, measured in the same run
   server        POST /explain through the real app in-process (httpx ASGI transport: routing, validation,
                 batcher, onnxruntime gradient graph, integration, JSON), one request at a time
   ort           the gradient graph alone: one onnxruntime call on the 51 interpolation rows (no HTTP, no queue)
-  torch-eager   TripleScore on checkpoint.pt, the 51 rows as one batch, torch.autograd.grad, then the same
+  torch-eager   TripleScore on the served weights, the 51 rows as one batch, torch.autograd.grad, then the same
                 integration; torch gets as many threads as onnxruntime (and, as a last column, one thread),
                 idle threads waiting passively as onnxruntime's do (OMP_WAIT_POLICY=PASSIVE; --torch-spin
                 keeps torch's spinning default, which on a busy 2-core machine costs it seconds per call)
@@ -100,7 +100,7 @@ class Reference:
         from app.runtime.repository import latest_version
         from app.tasks.explain import quadrature
         from app.text import CharVocab
-        from training.extract.export import load_net
+        from training.extract.export import load_served_net
         from training.extract.gradient import TripleScore
 
         torch.set_num_threads(threads)
@@ -110,7 +110,7 @@ class Reference:
         self.vocab = CharVocab.load(version / config["vocab"])
         self.table = np.load(version / config["explain"]["embeddings"]).astype(np.float32)
         self.ort = OnnxBackend(version / config["stages"]["gradient"]["file"], "cpu", threads)
-        net = load_net(version / "checkpoint.pt")
+        net = load_served_net(version)
         for p in net.parameters():
             p.requires_grad_(False)
         self.net, self.score = net, TripleScore(net).eval()

@@ -1,6 +1,6 @@
 """Baseline (c): the naive server a team writes first: PyTorch eager, one request at a time, no batching.
 
-python -m bench.naive_server --checkpoint models/extract/1/checkpoint.pt --port 8101
+python -m bench.naive_server --model-dir models/extract --port 8101
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from app.tasks.extract.decode import Thresholds
 from app.tasks.extract.schema import Schema
 from app.text import CharVocab
 from training.extract.evaluate import TorchPredictor
-from training.extract.export import load_net
+from training.extract.export import load_served_net
 
 
 class Body(BaseModel):
@@ -25,7 +25,7 @@ class Body(BaseModel):
 
 
 def create_app(version_dir: Path, thresholds: Thresholds) -> FastAPI:
-    net = load_net(version_dir / "checkpoint.pt")
+    net = load_served_net(version_dir)
     vocab = CharVocab.load(version_dir / "vocab.txt")
     schema = Schema.load(version_dir / "schema.jsonl")
     lock = asyncio.Lock()

@@ -149,3 +149,18 @@ def test_shipped_reader_records_its_quality():
     quality = config["quality"]
     assert 0 < quality["em"] <= quality["f1"] <= 1 and quality["n"] == 1002 and "command" in quality
     assert config["training"]["data"] and quality["onnx_parity_max_abs_diff"] < 1e-4
+
+
+def test_the_model_folders_hold_serving_files_only():
+    for version in MODELS.glob("*/[0-9]*"):
+        assert not list(version.glob("*.pt")), f"{version} holds a training checkpoint"
+
+
+def test_the_extractor_rebuilt_from_its_served_graphs_matches_them():
+    """Eager-PyTorch baselines (bench/) read the served ONNX weights: the rebuilt net must be the served one."""
+    from app.text import CharVocab
+    from training.extract.export import load_served_net, parity
+
+    version = MODELS / "extract" / "1"
+    texts = ["周杰伦出生于台湾省新北市，代表作有《七里香》", "《红楼梦》的作者是曹雪芹", "中国的首都是北京"]
+    assert parity(load_served_net(version), version, CharVocab.load(version / "vocab.txt"), texts) < 1e-4

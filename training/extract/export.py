@@ -40,6 +40,32 @@ def load_net(checkpoint: Path) -> DGCNNExtractor:
     return net.eval()
 
 
+def load_served_net(version: Path) -> DGCNNExtractor:
+    """The PyTorch net holding the weights of a served version's two ONNX stages (for eager-PyTorch baselines
+    and gradient checks; the model folder keeps no training checkpoint). Named initializers carry their
+    parameter names; the linear layers' matrices are stored transposed and unnamed, one shape each per stage."""
+    import onnx
+    from onnx import numpy_helper
+
+    config = json.loads((version.parent / "model.json").read_text(encoding="utf-8"))
+    net = DGCNNExtractor(DGCNNConfig(**config["architecture"]))
+    state = net.state_dict()
+    found: dict[str, torch.Tensor] = {}
+    for stage, prefix in (("subject", "subject_"), ("object", "object_")):
+        graph = onnx.load(str(version / config["stages"][stage]["file"])).graph
+        unnamed = {}
+        for init in graph.initializer:
+            value = torch.from_numpy(numpy_helper.to_array(init).copy())
+            if init.name.startswith("net."):
+                found[init.name[4:]] = value
+            elif value.dim() == 2:
+                unnamed[tuple(value.T.shape)] = value.T
+        for name in (f"{prefix}attention.qkv.weight", f"{prefix}attention.out.weight", f"{prefix}head.weight"):
+            found[name] = unnamed[tuple(state[name].shape)]
+    net.load_state_dict(found)
+    return net.eval()
+
+
 def save_checkpoint(net: DGCNNExtractor, path: Path) -> None:
     """The EMA weights in fp16 (half the size) for fine-tuning, gradient export and the PyTorch baseline."""
     torch.save({"config": net.config.to_dict(), "state_dict": {k: v.half() for k, v in net.state_dict().items()}},
@@ -122,10 +148,10 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out_dir)
-    save_checkpoint(net, out_dir / "checkpoint.pt")
+    save_checkpoint(net, run / "checkpoint.pt")  # a training file: it stays in the run folder
     stages = stage_specs(net.config.hidden, net.config.num_labels)
     # The gradient graph comes from the saved fp16 weights, which is what a later re-export would see.
-    stages["gradient"] = export_gradient_stage(load_net(out_dir / "checkpoint.pt"), out_dir)
+    stages["gradient"] = export_gradient_stage(load_net(run / "checkpoint.pt"), out_dir)
     shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
     shutil.copy(run / "schema.jsonl", out_dir / "schema.jsonl")
     max_diff = parity(net, out_dir, vocab, [e.text for e in test[:16]])
