@@ -1,6 +1,6 @@
 """`zhserve eval explain`: are the served model's Integrated-Gradients attributions sound and faithful?
 
-On the first N dev-split sentences (training/extract/data.py extract_split), the served pipeline (in-process:
+On the first N dev-split sentences (training/common/splits.py extract_split), the served pipeline (in-process:
 repository, batchers, onnxruntime) finds triples; the top one (highest /extract score) of each
 sentence is explained as POST /explain would (default steps, trapezoid, zero baseline), and:
 

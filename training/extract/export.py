@@ -178,7 +178,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         "stages": stages,
         "explain": {"embeddings": "embeddings.npy", "steps": 50, "max_steps": 200},
         "quality": {
-            "split": "test: 12% of the DuIE 2.0 train subsets by md5(text) (training/extract/data.py extract_split)",
+            "split": "test: 12% of the DuIE 2.0 train subsets by md5(text) (training/common/splits.py extract_split)",
             "n": len(test), **test_scores,
             "dev": {"n": len(dev), **dev_scores},
             "metric": "micro P/R/F1 over exact (subject, predicate, full object) triples",

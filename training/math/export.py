@@ -156,7 +156,7 @@ def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int,
         init = f"the math checkpoint {shown(cfg['warm_start'])}, which started from {init}"
     data = f"{shown(cfg['data'])}"
     if cfg.get("ape_copies"):
-        data += f" + {cfg['ape_copies']} copies of our Ape210K train share (training/math/data.py ape_split)"
+        data += f" + {cfg['ape_copies']} copies of our Ape210K train share (training/common/splits.py ape_split)"
     training = {"command": command, "init": init,
                 "data": f"{data} (all problems whose equation evaluates to the given answer)",
                 "recipe": {k: v for k, v in cfg.items() if k not in ("out", "data")},
@@ -179,7 +179,7 @@ def measure_shares(models: Path, name: str, eval_data: Path, eval_limit: int = 0
     for split in ("dev", "test"):
         figures = evaluate_served([eval_data], models, eval_limit, split)
         config["quality"][f"ape210k_{split}"] = {
-            **figures, "data": f"{shown(eval_data)}, our {split} share (training/math/data.py ape_split)",
+            **figures, "data": f"{shown(eval_data)}, our {split} share (training/common/splits.py ape_split)",
             "command": f"zhserve eval math --data {shown(eval_data)} --split {split}"
                        + (f" --limit {eval_limit}" if eval_limit else "")}
     write_model_json(path.parent, config)

@@ -196,7 +196,7 @@ def export(job: ExportJob) -> Path:
         orientation, root_rule, center = parse["paper"].values()
         arc_weights, tagger = parse.pop("weights"), parse.pop("tagger")
         tuning["parsing"] = {"data": f"sentences of at most 40 characters of {shown(tune_data)}: fitted on those "
-                                     "of app/tasks/mlm/parse.py fitting_half, UAS (gold words) on the others; the "
+                                     "of training/mlm/metrics.py fitting_half, UAS (gold words) on the others; the "
                                      "tagger on the universal POS of every fitting_half sentence",
                              "layer": layer, **parse}
     training: dict = {"source": "Hugging Face checkpoint" if hf_model else "zhserve train mlm", "command": job.command}
