@@ -1,1 +1,4 @@
-"""One module per capability: text -> model rows -> decode -> result. numpy only."""
+"""One package per capability (extract, qa, math, mlm): text -> model rows -> decode -> result. numpy only.
+
+base.py holds the contract every task meets, registry.py which task serves which model.
+"""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def fold_pretrained(net):
@@ -55,3 +58,4 @@ def write_model_json(model_dir: Path, config: dict) -> None:
     version = latest_version(model_dir)
     for stage in config["stages"].values():
         stamp_onnx(version / stage["file"], onnx_metadata(config))
+    log.info("wrote %s (onnx parity %s)", model_dir / "model.json", config["quality"].get("onnx_parity_max_abs_diff"))

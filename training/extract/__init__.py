@@ -1,1 +1,1 @@
-"""Relation extraction: DGCNN encoder + "half-pointer, half-tagging" probabilistic graph."""
+"""Relation extraction: DuIE/SKE loading, the DGCNN extractor, its training, export (with the IG gradient graph) and evaluation."""

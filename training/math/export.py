@@ -135,7 +135,6 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
         "training": training,
     }
     write_model_json(model_dir, config)
-    log.info("wrote %s (parity %.1e)", model_dir, parity)
     return model_dir
 
 

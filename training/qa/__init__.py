@@ -1,0 +1,1 @@
+"""Reading comprehension: CMRC/WebQA loading, the DGCNN reader, its training, export and evaluation."""
