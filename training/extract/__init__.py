@@ -1,1 +1,2 @@
-"""Relation extraction: DuIE/SKE loading, the DGCNN extractor, its training, export (with the IG gradient graph) and evaluation."""
+"""Relation extraction: DuIE/SKE loading, the DGCNN extractor, its training, export (with the IG gradient
+graph) and evaluation."""
