@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     port: int = 8000
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA when a session really gets it")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session (0: one per core)")
+    cpu_arena: str = Field("shrink", pattern="^(on|shrink|off)$",
+                           description="onnxruntime CPU memory arena: shrink (give back after each run), on, off")
     # Batching: None keeps each model's own model.json "batching" values (or the runtime defaults).
     max_batch_size: int | None = Field(None, ge=1)
     max_batch_tokens: int | None = Field(None, ge=1)

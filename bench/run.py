@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 BENCHES = {"extract": "bench.extract", "qa": "bench.qa", "segment": "bench.segment", "explain": "bench.explain",
-           "math": "bench.math"}
+           "math": "bench.math", "overload": "bench.overload", "memory": "bench.memory"}
 
 
 def main(argv: list[str]) -> None:

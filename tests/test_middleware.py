@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -56,3 +58,64 @@ async def test_requests_are_timed_by_route_template_and_status():
     count = metrics.registry.get_sample_value
     assert count("zhserve_request_duration_seconds_count", {"endpoint": "/echo/{name}", "status": "200"}) == 1
     assert count("zhserve_request_duration_seconds_count", {"endpoint": "unmatched", "status": "413"}) == 1
+
+
+async def test_a_client_that_hangs_up_has_its_handler_cancelled_and_nothing_sent():
+    from app.api.middleware import CancelOnDisconnect
+
+    started, cancelled, hang_up = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_handler(scope, receive, send):
+        assert (await receive())["body"] == b"{}"
+        started.set()
+        try:
+            await asyncio.Event().wait()  # stands for rows waiting in a batcher
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await hang_up.wait()
+        return {"type": "http.disconnect"}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    metrics = Metrics()
+    app = RequestMetrics(BodyLimit(CancelOnDisconnect(slow_handler), 100), metrics)
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b""}
+    serving = asyncio.create_task(app(scope, receive, send))
+    await started.wait()
+    hang_up.set()
+    await serving  # returns: the handler was cancelled, the server goes on
+    assert cancelled.is_set() and sent == []
+    count = metrics.registry.get_sample_value
+    assert count("zhserve_request_duration_seconds_count", {"endpoint": "unmatched", "status": "499"}) == 1
+
+
+async def test_a_finished_request_is_not_cancelled_by_the_disconnect_after_it():
+    from app.api.middleware import CancelOnDisconnect
+
+    async def quick(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    messages = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0) if messages else await asyncio.Event().wait()
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await CancelOnDisconnect(quick)({"type": "http", "method": "POST"}, receive, send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]

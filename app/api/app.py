@@ -11,7 +11,7 @@ from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from app import __version__
 from app.api import errors, v2
-from app.api.middleware import BodyLimit, RequestMetrics
+from app.api.middleware import BodyLimit, CancelOnDisconnect, RequestMetrics
 from app.api.routes import explain, extract, qa, segment, solve_math, system
 from app.runtime.batcher import BatchLimits
 from app.runtime.metrics import Metrics
@@ -61,11 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
-                                           BatchLimits(), settings.batching_overrides())
+                                           BatchLimits(), settings.batching_overrides(), settings.cpu_arena)
     errors.install(app)
     for router in (extract.router, qa.router, solve_math.router, segment.router, explain.router, system.router,
                    v2.routes.router):
         app.include_router(router)
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 413s included
     return app

@@ -30,8 +30,9 @@ def get_repository(request: Request) -> ModelRepository:
 
 
 def get_deadline(request: Request) -> float:
-    """The request's deadline on the time.monotonic() clock."""
-    return time.monotonic() + request.app.state.settings.request_timeout_s
+    """The request's deadline on the time.monotonic() clock, counted from its arrival."""
+    arrived = getattr(request.state, "arrived", None) or time.monotonic()
+    return arrived + request.app.state.settings.request_timeout_s
 
 
 def serving_task(request: Request, kind: str) -> Task:

@@ -1,7 +1,10 @@
-"""ASGI middleware: the body-size limit (413) and request timing by endpoint and status."""
+"""ASGI middleware: the body-size limit (413), cancelling the work of a client that left, and request
+timing by endpoint and status."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 
@@ -51,6 +54,55 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+class CancelOnDisconnect:
+    """uvicorn does not cancel a handler whose client disconnected: once the body is read, watch for
+    `http.disconnect` and cancel the handler, so the batchers drop its queued rows before they run
+    (counted as zhserve_rows_dropped_total{reason="client_gone"}). Sits inside BodyLimit, which has read the
+    whole body, so the handler's first receive() has it and nothing else is read from the client."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        handler = asyncio.current_task()
+        watcher: asyncio.Task | None = None
+        responded = False
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not responded:
+                scope.setdefault("state", {})["client_gone"] = True
+                handler.cancel()
+
+        async def body_then_watch() -> Message:
+            nonlocal watcher
+            message = await receive()
+            if watcher is None and not message.get("more_body", False):
+                watcher = asyncio.create_task(watch())
+            return message
+
+        async def note_response(message: Message) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, body_then_watch, note_response)
+        except asyncio.CancelledError:
+            if not scope.get("state", {}).get("client_gone"):
+                raise  # a real cancellation (shutdown): not ours to swallow
+            asyncio.current_task().uncancel()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
 class RequestMetrics:
     """zhserve_request_duration_seconds{endpoint, status}; endpoint is the route template, never the raw path."""
 
@@ -60,6 +112,7 @@ class RequestMetrics:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope.setdefault("state", {})["arrived"] = time.monotonic()  # the request's deadline counts from here
         started, status = time.perf_counter(), 500
 
         async def send_status(message: Message) -> None:
@@ -70,6 +123,8 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_status)
+            if scope.get("state", {}).get("client_gone"):
+                status = 499  # nginx's "client closed request": nothing was sent
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"

@@ -31,7 +31,10 @@ def _providers(device: str) -> list[str]:
 class OnnxBackend:
     """One onnxruntime session. `providers` is what the session really got, not what was asked for."""
 
-    def __init__(self, path: str | Path, device: str = "auto", intra_op_threads: int = 0):
+    def __init__(self, path: str | Path, device: str = "auto", intra_op_threads: int = 0, cpu_arena: str = "shrink"):
+        """`cpu_arena`: "on" keeps onnxruntime's CPU memory arena (what one huge batch took stays taken),
+        "shrink" gives back what a run took beyond the arena's first chunk after each run, "off" uses plain
+        malloc."""
         import onnxruntime as ort
 
         if device in ("auto", "cuda") and hasattr(ort, "preload_dlls"):
@@ -43,6 +46,10 @@ class OnnxBackend:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = cpu_arena != "off"
+        self.run_options = ort.RunOptions()
+        if cpu_arena == "shrink":
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         # Idle intra-op threads must not spin: the event loop and the other stages need those cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=_providers(device))
@@ -53,5 +60,5 @@ class OnnxBackend:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: Arrays) -> Arrays:
-        outputs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names})
+        outputs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names}, self.run_options)
         return dict(zip(self.output_names, outputs, strict=True))

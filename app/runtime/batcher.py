@@ -6,8 +6,9 @@ one padded batch that closes at `max_batch_size` rows, at `max_batch_tokens` pad
 alone, with no other request within the delay before it: at low load nothing would join, and the
 delay would only add latency). Rows are grouped by length (the oldest row always goes first, then
 the rows closest to it in length) to limit padding. Inference runs on a worker thread, never on
-the event loop. The queue is bounded (Overloaded -> 429) and every row
-carries its request's deadline: rows whose request gave up are dropped before they run.
+the event loop. Admission (app/runtime/admission.py) bounds the queue before a request's first stage, so
+submit never refuses rows. Every row carries its request's deadline: rows whose request gave up (deadline
+passed, client gone) are dropped before they run, and counted by reason.
 If a batch fails, its rows are retried one by one, so one bad row fails only its own request.
 """
 
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.runtime.admission import Permit
 from app.runtime.backend import Arrays, Backend
-from app.runtime.errors import BackendError, DeadlineExceeded, Overloaded, Unavailable
+from app.runtime.errors import BackendError, BadRequest, DeadlineExceeded, Unavailable
 from app.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple  # batch axis first, e.g. ("batch", "seq", 2)
+    bound: int | None = None  # integer inputs: values lie in [0, bound) (token ids: the vocabulary size)
 
     @property
     def seq_axis(self) -> int | None:
@@ -44,7 +47,7 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> TensorSpec:
-        return cls(name, d["dtype"], tuple(d["shape"]))
+        return cls(name, d["dtype"], tuple(d["shape"]), d.get("bound"))
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,18 @@ class _Pending:
     future: asyncio.Future
     sparse: bool = False  # no other request submitted within the queue delay before this one
     enqueued: float = field(default_factory=time.monotonic)
+    gone: str = "deadline"  # why the row is dropped if its future is done before it runs
 
 
 class Batcher:
     def __init__(self, name: str, backend: Backend, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 limits: BatchLimits, metrics: Metrics, executor: Executor | None = None):
+                 limits: BatchLimits, metrics: Metrics, executor: Executor | None = None,
+                 max_length: int | None = None):
         """`executor` runs inference; stages of one model share one single-thread executor so that
-        their sessions never compete for the same cores. Without one, the batcher owns its own."""
+        their sessions never compete for the same cores. Without one, the batcher owns its own.
+        `max_length`: the longest row the stage takes (its position table); longer rows are refused."""
         self.name, self.backend, self.limits, self.metrics = name, backend, limits, metrics
+        self.max_length = max_length
         self.inputs, self.outputs = inputs, outputs
         self._length_input = next((s for s in inputs if s.seq_axis is not None), None)
         self._queue: list[_Pending] = []
@@ -80,6 +87,7 @@ class Batcher:
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._worker: asyncio.Task | None = None
+        self.seconds_per_row = 0.0  # measured: a moving average over batches, read by admission
         metrics.touch_model(name)
 
     # -- public API -------------------------------------------------------------------------
@@ -98,33 +106,44 @@ class Batcher:
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(Unavailable(f"model {self.name}: server shutting down"))
+            self.metrics.rows_dropped.labels(self.name, "shutdown").inc()
         self._queue.clear()
         if self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, rows: list[Arrays], deadline: float) -> list[Arrays]:
+    async def submit(self, rows: list[Arrays], deadline: float, permit: Permit | None = None) -> list[Arrays]:
         """Run `rows` (in any batch composition) and return their outputs in the same order.
 
         `deadline` is a time.monotonic() value; past it the rows are dropped and DeadlineExceeded raised.
+        If the caller is cancelled (its client went away), its queued rows are dropped before they run.
+        `permit`: the request's admission permit, told what its rows cost once they ran.
         """
         if not rows:
             return []
-        if len(self._queue) + len(rows) > self.limits.max_queue_rows:
-            raise Overloaded(f"model {self.name} is at capacity ({self.limits.max_queue_rows} queued rows); "
-                             "retry later")
+        lengths = [self._length(r) for r in rows]
+        if self.max_length is not None and max(lengths) > self.max_length:
+            raise BadRequest(f"model {self.name}: a row of length {max(lengths)}, over the stage's max_length "
+                             f"{self.max_length}")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         sparse = now - self._last_submit > self.limits.max_queue_delay_ms / 1000
         self._last_submit = now
-        pending = [_Pending(r, self._length(r), deadline, loop.create_future(), sparse) for r in rows]
+        pending = [_Pending(r, n, deadline, loop.create_future(), sparse) for r, n in zip(rows, lengths, strict=True)]
         self._queue.extend(pending)
         self._gauges()
         self._arrived.set()
         try:
             async with asyncio.timeout_at(self._loop_time(deadline)):
-                return list(await asyncio.gather(*(p.future for p in pending)))
+                results = list(await asyncio.gather(*(p.future for p in pending)))
+            if permit is not None:
+                permit.spent(len(rows), len(rows) * self.seconds_per_row)
+            return results
         except TimeoutError:
             raise DeadlineExceeded(f"model {self.name}: deadline passed before the rows were run") from None
+        except asyncio.CancelledError:
+            for p in pending:
+                p.gone = "client_gone"
+            raise
         finally:
             for p in pending:  # the worker drops rows whose future is already done
                 if not p.future.done():
@@ -157,7 +176,7 @@ class Batcher:
         live = []
         for p in self._queue:
             if p.future.done() or p.deadline <= now:
-                self.metrics.rows_dropped.labels(self.name).inc()
+                self.metrics.rows_dropped.labels(self.name, p.gone).inc()
                 if not p.future.done():
                     p.future.set_exception(DeadlineExceeded(f"model {self.name}: deadline passed in the queue"))
             else:
@@ -194,6 +213,8 @@ class Batcher:
             results = await loop.run_in_executor(self._executor, self._run_isolated, [p.row for p in batch])
         except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
             results = [exc] * len(batch)
+        per_row = (time.monotonic() - started) / len(batch)
+        self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
         self.metrics.batch_size.labels(self.name).observe(len(batch))
         self.metrics.rows.labels(self.name).inc(len(batch))
         for p, result in zip(batch, results, strict=True):

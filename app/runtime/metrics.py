@@ -8,6 +8,7 @@ from app.runtime.errors import ZhserveError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+DROP_REASONS = ("deadline", "client_gone", "shutdown")
 ERROR_TYPES = tuple(cls.type for cls in (ZhserveError, *ZhserveError.__subclasses__()))
 
 
@@ -30,8 +31,8 @@ class Metrics:
         self.rows_in_flight = Gauge("zhserve_rows_in_flight", "Rows queued or running", ["model"], registry=r)
         self.rows = Counter("zhserve_rows", "Rows run through inference", ["model"], registry=r)
         self.rows_dropped = Counter(
-            "zhserve_rows_dropped", "Rows dropped before inference (deadline passed or client gone)", ["model"],
-            registry=r)
+            "zhserve_rows_dropped", "Rows dropped before inference, by reason (deadline, client_gone, shutdown)",
+            ["model", "reason"], registry=r)
         self.model_ready = Gauge("zhserve_model_ready", "1 when the model is loaded and ready", ["model"], registry=r)
         self.errors = Counter("zhserve_errors", "Errors returned, by type", ["type"], registry=r)
         for error_type in ERROR_TYPES:  # exported at 0 from the start, so rates and alerts have a series
@@ -40,5 +41,7 @@ class Metrics:
     def touch_model(self, model: str) -> None:
         """Create every per-model series at 0, so dashboards and alerts see them before the first event."""
         for metric in (self.queue_wait, self.batch_size, self.inference_duration, self.queue_depth,
-                       self.rows_in_flight, self.rows, self.rows_dropped):
+                       self.rows_in_flight, self.rows):
             metric.labels(model)
+        for reason in DROP_REASONS:
+            self.rows_dropped.labels(model, reason)

@@ -11,11 +11,13 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from app.runtime.admission import Admission, Permit
 from app.runtime.backend import OnnxBackend
 from app.runtime.batcher import Batcher, BatchLimits, TensorSpec
 from app.runtime.errors import Unavailable
@@ -34,6 +36,7 @@ class ModelHandle:
     version: str | None = None
     directory: Path | None = None  # the version folder
     stages: dict[str, Batcher] = field(default_factory=dict)
+    admission: Admission | None = None
     executor: ThreadPoolExecutor | None = None  # one inference thread for all stages of the model
     providers: list[str] = field(default_factory=list)
     state: str = LOADING
@@ -45,9 +48,18 @@ class ModelHandle:
         return self.config.get("task", "")
 
     def stage(self, name: str) -> Batcher:
+        self._check_ready()
+        return self.stages[name]
+
+    def admit(self, rows: dict[str, int], deadline: float) -> AbstractAsyncContextManager[Permit]:
+        """A permit for a request's estimated rows per stage, taken before its first stage (429 at once
+        when the model cannot take it in time); hold it until the request is done."""
+        self._check_ready()
+        return self.admission.permit(rows, deadline)
+
+    def _check_ready(self) -> None:
         if self.state != READY:
             raise Unavailable(f"model {self.name} is {self.state}" + (f": {self.error}" if self.error else ""))
-        return self.stages[name]
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "task": self.task, "state": self.state,
@@ -78,8 +90,9 @@ def batch_limits(config: dict, defaults: BatchLimits, overrides: dict, stage: di
 
 class ModelRepository:
     def __init__(self, root: Path, metrics: Metrics, device: str = "auto", intra_op_threads: int = 0,
-                 defaults: BatchLimits | None = None, overrides: dict | None = None):
+                 defaults: BatchLimits | None = None, overrides: dict | None = None, cpu_arena: str = "shrink"):
         self.root, self.metrics, self.device, self.threads = Path(root), metrics, device, intra_op_threads
+        self.cpu_arena = cpu_arena
         self.defaults, self.overrides = defaults or BatchLimits(), overrides or {}
         self.models: dict[str, ModelHandle] = {}
 
@@ -105,15 +118,22 @@ class ModelRepository:
             stages = {}
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{handle.name}")
             for stage_name, spec in handle.config["stages"].items():
-                backend = OnnxBackend(directory / spec["file"], self.device, self.threads)
+                backend = OnnxBackend(directory / spec["file"], self.device, self.threads, self.cpu_arena)
                 inputs = [TensorSpec.from_dict(k, v) for k, v in spec["inputs"].items()]
                 backend.run(warmup_batch(inputs))  # first-run allocations happen now, not on a request
+                timed = time.perf_counter()
+                backend.run(warmup_batch(inputs))
                 outputs = [TensorSpec.from_dict(k, v) for k, v in spec["outputs"].items()]
                 label = handle.name if len(handle.config["stages"]) == 1 else f"{handle.name}/{stage_name}"
                 limits = batch_limits(handle.config, self.defaults, self.overrides, spec)
-                stages[stage_name] = Batcher(label, backend, inputs, outputs, limits, self.metrics, executor)
+                stages[stage_name] = Batcher(label, backend, inputs, outputs, limits, self.metrics, executor,
+                                             spec.get("max_length"))
+                # A lone short row costs at least what a row in a batch does: admission starts cautious.
+                stages[stage_name].seconds_per_row = time.perf_counter() - timed
                 handle.providers = backend.providers
             handle.directory, handle.version, handle.stages = directory, directory.name, stages
+            max_rows = batch_limits(handle.config, self.defaults, self.overrides).max_queue_rows
+            handle.admission = Admission(handle.name, stages, max_rows)
             handle.executor = executor
             handle.load_seconds = round(time.monotonic() - started, 3)
         except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on

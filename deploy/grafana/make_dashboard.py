@@ -35,7 +35,7 @@ PANELS = [
                                 f"(rate(zhserve_inference_duration_seconds_bucket{W})))") for q in (50, 99)]),
     ("Rows per second", "rowsps", [
         ("{{model}}", f"sum by (model) (rate(zhserve_rows_total{W}))"),
-        ("dropped {{model}}", f"sum by (model) (rate(zhserve_rows_dropped_total{W}))")]),
+        ("dropped {{model}} ({{reason}})", f"sum by (model, reason) (rate(zhserve_rows_dropped_total{W}))")]),
     ("Model ready", "short", [("{{model}}", "zhserve_model_ready")]),
     ("Rows in flight", "short", [("{{model}}", "sum by (model) (zhserve_rows_in_flight)")]),
     ("Process memory (RSS)", "bytes", [("{{instance}}", "process_resident_memory_bytes")]),

@@ -72,14 +72,15 @@ def save_checkpoint(net: DGCNNExtractor, path: Path) -> None:
                path)
 
 
-def stage_specs(hidden: int, num_labels: int) -> dict:
+def stage_specs(hidden: int, num_labels: int, vocab_size: int, max_len: int) -> dict:
+    """The stages' tensors for model.json; `max_length` is the longest row a stage takes (its position table)."""
     f32, i64 = "float32", "int64"
     return {
-        "subject": {"file": "subject.onnx",
-                    "inputs": {"token_ids": {"dtype": i64, "shape": ["batch", "seq"]}},
+        "subject": {"file": "subject.onnx", "max_length": max_len,
+                    "inputs": {"token_ids": {"dtype": i64, "shape": ["batch", "seq"], "bound": vocab_size}},
                     "outputs": {"subject_probs": {"dtype": f32, "shape": ["batch", "seq", 2]},
                                 "hidden": {"dtype": f32, "shape": ["batch", "seq", hidden]}}},
-        "object": {"file": "object.onnx",
+        "object": {"file": "object.onnx", "max_length": max_len,
                    "inputs": {"hidden": {"dtype": f32, "shape": ["batch", "seq", hidden]},
                               "mask": {"dtype": f32, "shape": ["batch", "seq"]},
                               "subject": {"dtype": i64, "shape": ["batch", 2]}},
@@ -149,7 +150,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out_dir)
     save_checkpoint(net, run / "checkpoint.pt")  # a training file: it stays in the run folder
-    stages = stage_specs(net.config.hidden, net.config.num_labels)
+    c = net.config
+    stages = stage_specs(c.hidden, c.num_labels, c.vocab_size, c.max_len)
     # The gradient graph comes from the saved fp16 weights, which is what a later re-export would see.
     stages["gradient"] = export_gradient_stage(load_net(run / "checkpoint.pt"), out_dir)
     shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")

@@ -128,14 +128,14 @@ def export_gradient(net: DGCNNExtractor, path: Path) -> None:
                                                 _convolution_backward_translation()})
 
 
-def gradient_stage_spec(hidden: int) -> dict:
+def gradient_stage_spec(hidden: int, num_labels: int, max_len: int) -> dict:
     f32, i64 = "float32", "int64"
-    return {"file": "gradient.onnx",
+    return {"file": "gradient.onnx", "max_length": max_len,
             "inputs": {"embeddings": {"dtype": f32, "shape": ["batch", "seq", hidden]},
                        "mask": {"dtype": f32, "shape": ["batch", "seq"]},
                        "subject": {"dtype": i64, "shape": ["batch", 2]},
                        "object": {"dtype": i64, "shape": ["batch", 2]},
-                       "label": {"dtype": i64, "shape": ["batch"]},
+                       "label": {"dtype": i64, "shape": ["batch"], "bound": num_labels},
                        "use_object": {"dtype": f32, "shape": ["batch"]}},
             "outputs": {"score": {"dtype": f32, "shape": ["batch"]},
                         "gradient": {"dtype": f32, "shape": ["batch", "seq", hidden]}},
@@ -151,4 +151,4 @@ def export_gradient_stage(net: DGCNNExtractor, out_dir: Path) -> dict:
     with torch.no_grad():
         table = net.embeddings(torch.arange(net.config.vocab_size)[None])[0].numpy()
     np.save(out_dir / "embeddings.npy", table.astype(np.float16))  # the checkpoint's weights are fp16 already
-    return gradient_stage_spec(net.config.hidden)
+    return gradient_stage_spec(net.config.hidden, net.config.num_labels, net.config.max_len)

@@ -115,15 +115,15 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
                          "max_position_embeddings": c.max_position_embeddings},
         "stages": {
             "encoder": {
-                "file": "encoder.onnx",
-                "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"]}},
+                "file": "encoder.onnx", "max_length": c.max_position_embeddings,
+                "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"], "bound": len(vocab)}},
                 "outputs": {"log_probs": log_probs, "keys": {"dtype": "float32", "shape": cache},
                             "values": {"dtype": "float32", "shape": cache}},
                 "batching": {"max_batch_size": 64, "max_batch_tokens": 4096, "max_queue_delay_ms": 2.0}},
             "step": {
-                "file": "step.onnx",
-                "inputs": {"token": {"dtype": "int64", "shape": ["batch"]},
-                           "position": {"dtype": "int64", "shape": ["batch"]},
+                "file": "step.onnx", "max_length": c.max_position_embeddings - 1,  # the cache before the new token
+                "inputs": {"token": {"dtype": "int64", "shape": ["batch"], "bound": len(vocab)},
+                           "position": {"dtype": "int64", "shape": ["batch"], "bound": c.max_position_embeddings},
                            "past_keys": {"dtype": "float32", "shape": cache},
                            "past_values": {"dtype": "float32", "shape": cache},
                            "past_mask": {"dtype": "bool", "shape": ["batch", "seq"]}},

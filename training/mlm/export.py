@@ -146,8 +146,8 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, rules: ProbeRu
         # (bench segment: 1024 to 4096 tokens alike, 32768 slower); raise it on a GPU.
         "batching": {"max_batch_size": 512, "max_batch_tokens": 2048, "max_queue_delay_ms": 2.0},
         "stages": {"encoder": {
-            "file": "encoder.onnx",
-            "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"]}},
+            "file": "encoder.onnx", "max_length": model.config.max_position_embeddings,
+            "inputs": {"token_ids": {"dtype": "int64", "shape": ["batch", "seq"], "bound": len(vocab)}},
             "outputs": {"hidden": {"dtype": "float32", "shape": ["batch", "seq", hidden]}}}},
         "quality": {**quality, "onnx_parity_max_abs_diff": parity},
         "training": training,

@@ -152,10 +152,12 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold},
         # Windows are 256 characters: a handful per batch keeps padding and per-batch latency small on CPU.
         "batching": {"max_batch_size": 32, "max_batch_tokens": 4096, "max_queue_delay_ms": 2.0},
-        "stages": {"reader": {"file": "reader.onnx",
-                              "inputs": {"passage_ids": {"dtype": i64, "shape": ["batch", "seq"]},
+        "stages": {"reader": {"file": "reader.onnx", "max_length": net.config.max_len,
+                              "inputs": {"passage_ids": {"dtype": i64, "shape": ["batch", "seq"],
+                                                         "bound": net.config.vocab_size},
                                          "question_ids": {"dtype": i64,
-                                                          "shape": ["batch", net.config.question_length]}},
+                                                          "shape": ["batch", net.config.question_length],
+                                                          "bound": net.config.vocab_size}},
                               "outputs": {"probs": {"dtype": f32, "shape": ["batch", "seq", 2]}}}},
         "quality": {
             "split": "test: CMRC 2018 trial set (1,002 questions; never trained on)",

@@ -88,7 +88,9 @@ async def model_ready(name: str, repo: RepositoryDep) -> JSONResponse:
 async def model_infer(name: str, body: InferRequest, repo: RepositoryDep, deadline: DeadlineDep) -> dict:
     handle, stage = lookup(repo, name)
     requested = [o.name for o in body.outputs] if body.outputs else None
-    outputs = await infer(handle.stage(stage), [t.model_dump() for t in body.inputs], requested, deadline)
+    rows = max((t.shape[0] for t in body.inputs if t.shape), default=1)  # the batch axis: one row per entry
+    async with handle.admit({stage: max(rows, 1)}, deadline):
+        outputs = await infer(handle.stage(stage), [t.model_dump() for t in body.inputs], requested, deadline)
     response = {"model_name": name, "model_version": handle.version, "outputs": outputs}
     if body.id is not None:
         response["id"] = body.id

@@ -11,6 +11,7 @@ import asyncio
 import numpy as np
 from pydantic import Field
 
+from app.runtime.admission import Permit
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.base import ModelFile, Section, check_text, read_config
@@ -62,8 +63,13 @@ class ExtractTask:
 
     async def extract(self, texts: list[str], deadline: float) -> list[list[dict]]:
         self.validate(texts)
+        # Admission covers both stages: the object rows are estimated at two subjects a text.
+        async with self.model.admit({"subject": len(texts), "object": 2 * len(texts)}, deadline) as permit:
+            return await self._extract(texts, deadline, permit)
+
+    async def _extract(self, texts: list[str], deadline: float, permit: Permit) -> list[list[dict]]:
         subject_rows = [{"token_ids": self.vocab.encode(t)} for t in texts]
-        encoded = await self.model.stage("subject").submit(subject_rows, deadline)
+        encoded = await self.model.stage("subject").submit(subject_rows, deadline, permit)
 
         object_rows, owners = [], []
         for i, out in enumerate(encoded):
@@ -72,7 +78,7 @@ class ExtractTask:
                 object_rows.append({"hidden": out["hidden"], "mask": np.ones(n, np.float32),
                                     "subject": np.array([span.start, span.end], np.int64)})
                 owners.append((i, span))
-        objects = await self.model.stage("object").submit(object_rows, deadline)
+        objects = await self.model.stage("object").submit(object_rows, deadline, permit)
 
         # Decoding is numpy work proportional to the number of subjects: keep it off the event loop.
         def decode() -> list[list[dict]]:

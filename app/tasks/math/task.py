@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.runtime.admission import Permit
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.base import ModelFile, Section, read_config
@@ -78,27 +79,33 @@ class MathTask:
             raise InvalidInput(f"beam_size: {beam_size}, expected 1 to the model's limits.max_beam_size of "
                                f"{self.limits.max_beam_size}")
         source, numbers = self.source_ids(question)
+        # Admission covers every beam step: beams end on average halfway to the expression limit.
+        steps = beam_size * self.max_expression // 2
+        async with self.model.admit({"encoder": 1, "step": steps}, deadline) as permit:
+            found = await self._beams(source, len(numbers), beam_size, deadline, permit)
+        out = []
+        for h in found:
+            tokens = [self.vocab.tokens[t] for t in h.tokens]
+            out.append(Candidate(render(tokens, numbers), h.score, tuple(tokens), len(numbers)))
+        return out
+
+    async def _beams(self, source: list[int], slots: int, beam_size: int, deadline: float, permit: Permit):
         (encoded,) = await self.model.stage("encoder").submit([{"token_ids": np.array(source, dtype=np.int64)}],
-                                                              deadline)
+                                                              deadline, permit)
         stepper = self.model.stage("step")
 
         async def step(caches: list[tuple[np.ndarray, np.ndarray]], tokens: list[int]):
             rows = [{"token": np.int64(token), "position": np.int64(keys.shape[2]), "past_keys": keys,
                      "past_values": values, "past_mask": np.ones(keys.shape[2], dtype=bool)}
                     for (keys, values), token in zip(caches, tokens, strict=True)]
-            outputs = await stepper.submit(rows, deadline)
+            outputs = await stepper.submit(rows, deadline, permit)
             grown = [(np.concatenate([keys, out["key"][:, :, None]], axis=2),
                       np.concatenate([values, out["value"][:, :, None]], axis=2))
                      for (keys, values), out in zip(caches, outputs, strict=True)]
             return [out["log_probs"] for out in outputs], grown
 
-        found = await beam_search(encoded["log_probs"], (encoded["keys"], encoded["values"]), step, self.grammar,
-                                  len(numbers), beam_size, self.max_expression)
-        out = []
-        for h in found:
-            tokens = [self.vocab.tokens[t] for t in h.tokens]
-            out.append(Candidate(render(tokens, numbers), h.score, tuple(tokens), len(numbers)))
-        return out
+        return await beam_search(encoded["log_probs"], (encoded["keys"], encoded["values"]), step, self.grammar,
+                                 slots, beam_size, self.max_expression)
 
 
 def answer_from(candidates: list[Candidate], question: str, none_found: str, reranker: Reranker | None = None) -> dict:

@@ -12,6 +12,7 @@ import asyncio
 
 import numpy as np
 
+from app.runtime.admission import Permit
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.base import ModelFile, Section, check_text, read_config
@@ -91,50 +92,72 @@ class MLMTask:
             if len(self.arc_weights) != expected:
                 raise ValueError(f"parse.weights: {len(self.arc_weights)} values for {expected} features")
 
-    async def impacts(self, ids: np.ndarray, pairs: list[tuple[int, int]], deadline: float) -> np.ndarray:
+    async def impacts(self, ids: np.ndarray, pairs: list[tuple[int, int]], deadline: float,
+                      permit: Permit | None = None) -> np.ndarray:
         """The (n, n) impact matrix over `ids` for the given pairs (both directions)."""
         if not pairs:
             return np.zeros((len(ids), len(ids)))
         rows, keys = masked_rows(ids, self.vocab, pairs)
-        outputs = await self.model.stage("encoder").submit([{"token_ids": r} for r in rows], deadline)
+        outputs = await self.model.stage("encoder").submit([{"token_ids": r} for r in rows], deadline, permit)
         return impact_matrix(len(ids), impacts(keys, [o["hidden"] for o in outputs]))
 
-    async def hidden(self, ids: np.ndarray, deadline: float) -> np.ndarray:
+    async def hidden(self, ids: np.ndarray, deadline: float, permit: Permit | None = None) -> np.ndarray:
         """(n, H) hidden states of the unmasked sentence, for the tagger."""
         row = np.concatenate([[self.vocab.cls_id], ids, [self.vocab.sep_id]]).astype(np.int64)
-        (output,) = await self.model.stage("encoder").submit([{"token_ids": row}], deadline)
+        (output,) = await self.model.stage("encoder").submit([{"token_ids": row}], deadline, permit)
         return output["hidden"][1:-1]
 
     def gap_features(self, matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return gap_features(matrix, None if self.ngrams is None else self.ngrams.features(ids))
 
+    def segment_rows(self, text: str) -> int:
+        """Masked copies /segment runs: per clause of m characters, m singles and m - 1 neighbour pairs."""
+        return sum(2 * (e - s) - 1 for s, e in clauses(text, self.clause_length) if e - s > 1)
+
+    @staticmethod
+    def parse_rows(n: int) -> int:
+        """Masked copies /parse runs on n characters: n singles and every pair."""
+        return n + n * (n - 1) // 2 if n > 1 else 0
+
     async def segment(self, text: str, deadline: float) -> list[str]:
         check_text(text, "text", self.limits.max_length, "limits.max_length")
+        async with self.model.admit({"encoder": self.segment_rows(text)}, deadline) as permit:
+            return await self._segment(text, deadline, permit)
+
+    async def _segment(self, text: str, deadline: float, permit: Permit) -> list[str]:
         ids = self.vocab.encode(text)
         runs = clauses(text, self.clause_length)
-        matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline) for s, e in runs))
+        matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline, permit)
+                                          for s, e in runs))
         scores = [self.gap_features(m, ids[s:e]) @ self.weights for m, (s, e) in zip(matrices, runs, strict=True)]
         return words_from_scores(text, runs, scores, self.threshold)
 
     async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:
         if words is None:
             check_text(text, "text", self.limits.max_parse_length, "limits.max_parse_length")
-            words = await self.segment(text, deadline)
         else:
             if not words or any(not w or w != w.strip() for w in words):
                 raise InvalidInput("words: give non-empty words without surrounding whitespace")
             if "".join(words) != "".join(text.split()):
                 raise InvalidInput("words: they do not spell the text (whitespace in the text is ignored)")
+            check_text("".join(words), "text", self.limits.max_parse_length, "limits.max_parse_length")
+        n = len("".join(text.split()))
+        rows = (self.segment_rows(text) if words is None else 0) + self.parse_rows(n) + (self.tagger is not None)
+        async with self.model.admit({"encoder": rows}, deadline) as permit:
+            if words is None:
+                words = await self._segment(text, deadline, permit)
+            return await self._parse(words, deadline, permit)
+
+    async def _parse(self, words: list[str], deadline: float, permit: Permit) -> dict:
         sentence = "".join(words)
-        check_text(sentence, "text", self.limits.max_parse_length, "limits.max_parse_length")
         ids = self.vocab.encode(sentence)
         spans = word_spans(words)
         tags = None
         if self.tagger is None:
-            chars = await self.impacts(ids, all_pairs(len(sentence)), deadline)
+            chars = await self.impacts(ids, all_pairs(len(sentence)), deadline, permit)
         else:  # the plain sentence rides in the same batches as its masked copies
-            chars, hidden = await asyncio.gather(self.impacts(ids, all_pairs(len(sentence)), deadline),
-                                                 self.hidden(ids, deadline))
+            chars, hidden = await asyncio.gather(self.impacts(ids, all_pairs(len(sentence)), deadline, permit),
+                                                 self.hidden(ids, deadline, permit))
             tags = self.tagger.probs(hidden, spans)
         matrix = word_matrix(chars, spans)
         if self.arc_weights is None:

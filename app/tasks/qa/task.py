@@ -63,7 +63,8 @@ class QATask:
         rows = [{"question_ids": q_ids,
                  "passage_ids": self.vocab.encode(passages[w.passage][w.offset : w.offset + w.length])}
                 for w in spans]
-        outputs = await self.model.stage("reader").submit(rows, deadline)
+        async with self.model.admit({"reader": len(rows)}, deadline) as permit:
+            outputs = await self.model.stage("reader").submit(rows, deadline, permit)
         found = [(w, out["probs"]) for w, out in zip(spans, outputs, strict=True)]
         return await asyncio.to_thread(vote, passages, found, r.max_answer, top_k)
 
