@@ -13,5 +13,8 @@ def run(models: str | Path | None = None, host: str | None = None, port: int | N
 
     overrides = {k: v for k, v in {"models": models, "host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)
+    # uvicorn closes idle keep-alive sockets and caps open connections; slow headers and stalled bodies need a
+    # proxy in front (deploy/nginx/zhserve.conf).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=settings.access_log)
+                timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=settings.access_log,
+                timeout_keep_alive=settings.keep_alive_s, limit_concurrency=settings.max_connections)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_queue_rows: int | None = Field(None, ge=1, description="queued rows per model before 429")
     request_timeout_s: float = Field(10.0, gt=0, description="per-request deadline (504 past it)")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request bodies above this get 413")
+    max_v2_output_values: int = Field(4_000_000, ge=1, description="/v2 responses holding more values get 400")
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(1000, ge=1, description="open connections past this get 503 (uvicorn)")
     shutdown_grace_s: float = Field(25.0, ge=0, description="on SIGTERM, time in-flight requests get to finish")
     log_level: str = "info"
     access_log: bool = Field(False, description="one log line per request (costs CPU under load)")

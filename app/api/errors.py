@@ -17,6 +17,8 @@ from app.runtime.errors import Overloaded, ZhserveError
 
 def error_response(status: int, type_: str, message: str, headers: dict | None = None,
                    request: Request | None = None) -> JSONResponse:
+    # a message may echo the request (a field name, a value) and with it a lone surrogate that no UTF-8 body holds
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     v2 = request is not None and request.url.path.startswith("/v2/")
     body = {"error": message} if v2 else {"error": {"type": type_, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -48,7 +50,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "http_error", str(exc.detail), request=request)
+        # keep the exception's headers: a 405 names the methods the route takes in Allow
+        return error_response(exc.status_code, "http_error", str(exc.detail), exc.headers, request)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ import functools
 import html
 import importlib.util
 import io
+import threading
 from pathlib import Path
 
 from app.runtime.errors import Unavailable
@@ -83,11 +84,26 @@ def cjk_font_path() -> Path:
                       "fonts-noto-cjk; format html needs none")
 
 
-def render_png(result: dict, cell: int = 40) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
+@functools.lru_cache(maxsize=8)
+def cjk_font(size: int):
+    """The CJK font at `size` points, read once (the file is 16 MB)."""
+    from PIL import ImageFont
 
-    path = cjk_font_path()
-    big, small = ImageFont.truetype(str(path), int(cell * 0.7)), ImageFont.truetype(str(path), 15)
+    return ImageFont.truetype(str(cjk_font_path()), size)
+
+
+_FONT_LOCK = threading.Lock()  # a FreeType face is not safe to share between threads
+
+
+def render_png(result: dict, cell: int = 40) -> bytes:
+    with _FONT_LOCK:
+        return _render_png(result, cell)
+
+
+def _render_png(result: dict, cell: int) -> bytes:
+    from PIL import Image, ImageDraw
+
+    big, small = cjk_font(int(cell * 0.7)), cjk_font(15)
     chars, values = result["characters"], result["normalized"]
     lines = max(1, -(-len(chars) // PER_LINE))
     margin, header, legend_h = 16, 76, 54
@@ -95,7 +111,7 @@ def render_png(result: dict, cell: int = 40) -> bytes:
     height = header + lines * (cell + 6) + legend_h + margin
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((margin, 8), _title(result), font=ImageFont.truetype(str(path), 18), fill=(20, 20, 20))
+    draw.text((margin, 8), _title(result), font=cjk_font(18), fill=(20, 20, 20))
     explained = "log P(subject)" + (" + log P(object | subject, predicate)" if "predicate" in result["target"] else "")
     draw.text((margin, 34), f"score = {explained} (pointer log-probabilities)", font=small, fill=(90, 90, 90))
     draw.text((margin, 52), f"F(x) {result['score']:.3f}   F(x') {result['baseline_score']:.3f}   "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class ErrorBody(BaseModel):
@@ -17,9 +18,36 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
-    413: "request body too large", 422: "invalid input (the message names the field)",
-    429: "model queue full: retry after the Retry-After header", 503: "model not ready",
-    504: "deadline passed"}.items()}
+    400: "the body is not JSON text (for example not UTF-8)", 413: "request body too large",
+    422: "invalid input (the message names the field)",
+    429: "refused at admission: the model cannot take this request in time; retry after the Retry-After header",
+    503: "model not ready", 504: "deadline passed"}.items()}
+
+
+class V2Error(BaseModel):
+    error: str = Field(examples=["input token_ids: shape [1, 8000]: axis 1 is over the stage's max_length 512"])
+
+
+# The Open Inference Protocol's error body is {"error": "message"}; every client error is a 400 there.
+V2_ERRORS = {code: {"model": V2Error, "description": text} for code, text in {
+    400: "unknown model or output, tensors that do not fit the model (names, datatypes, shapes, values, lengths), "
+         "a response over max_v2_output_values, or a body that is not JSON",
+    413: "request body too large", 429: "refused at admission; retry after the Retry-After header",
+    503: "model not ready", 504: "deadline passed"}.items()}
+
+
+def _utf8(text: str) -> str:
+    """JSON escapes can spell a lone surrogate ("\\ud800"): Python decodes it, but no UTF-8 response can hold it,
+    so it is refused here, before any inference, instead of failing at serialisation."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError("lone_surrogate", "the text has a lone surrogate at character {index} "
+                                  "(not valid UTF-8)", {"index": exc.start}) from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_utf8)]  # every request text: a JSON string that is valid UTF-8
 
 
 # -- /extract -------------------------------------------------------------------------------
@@ -29,8 +57,8 @@ class ExtractRequest(BaseModel):
         {"text": "《邪少兵王》是冰火未央写的网络小说"},
         {"texts": ["周杰伦出生于台湾省新北市", "《流浪地球》由郭帆执导"]}]})
 
-    text: StrictStr | None = Field(None, description="one text (at most the model's max_length characters)")
-    texts: list[StrictStr] | None = Field(None, description="several texts, answered in order", min_length=1)
+    text: Text | None = Field(None, description="one text (at most the model's max_length characters)")
+    texts: list[Text] | None = Field(None, description="several texts, answered in order", min_length=1)
 
     @model_validator(mode="after")
     def one_of(self) -> ExtractRequest:
@@ -68,7 +96,7 @@ class ExtractResponse(BaseModel):
 
 class SegmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "共同创造美好的新世纪"}]})
-    text: StrictStr = Field(description="one text (limit: the mlm model's max_length in /v1/models)")
+    text: Text = Field(description="one text (limit: the mlm model's max_length in /v1/models)")
 
 
 class SegmentResponse(BaseModel):
@@ -80,8 +108,8 @@ class SegmentResponse(BaseModel):
 class ParseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"text": "我爱北京天安门"}, {"text": "我爱北京天安门", "words": ["我", "爱", "北京", "天安门"]}]})
-    text: StrictStr = Field(description="one sentence (limit: the mlm model's parse.max_length characters)")
-    words: list[StrictStr] | None = Field(None, description="gold words spelling the text; segmented by the model "
+    text: Text = Field(description="one sentence (limit: the mlm model's parse.max_length characters)")
+    words: list[Text] | None = Field(None, description="gold words spelling the text; segmented by the model "
                                                           "when absent")
 
 
@@ -99,7 +127,7 @@ class SolveMathRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"question": "学校把135本练习本平均分给3个班，每班多少本？"},
         {"question": "一项工程，甲独做需15天完成，乙独做20天完成，两人合作几天完成？", "beam_size": 6}]})
-    question: StrictStr = Field(description="one problem (limit: the math model's max_question_tokens in "
+    question: Text = Field(description="one problem (limit: the math model's max_question_tokens in "
                                             "/v1/models; a number counts as one token)")
     beam_size: int | None = Field(None, description="beams kept per step (default: the model's beam_size, "
                                                     "at most its max_beam_size)")
@@ -134,10 +162,10 @@ class QARequest(BaseModel):
         {"question": "能把太阳的七种颜色全部吸收的物体呈什么颜色", "passages": [
             "物体把太阳光的七种颜色全部吸收，就没有反射光，因此物体是黑色。", "白色的物体反射所有颜色的光。"]}]})
 
-    question: StrictStr = Field(description="the question (limit: the qa model's reading.question_length)")
-    passage: StrictStr | None = Field(None, description="one passage (any length up to the model's max_length: "
+    question: Text = Field(description="the question (limit: the qa model's reading.question_length)")
+    passage: Text | None = Field(None, description="one passage (any length up to the model's max_length: "
                                                         "long passages are read in overlapping windows)")
-    passages: list[StrictStr] | None = Field(None, description="several passages: answers are voted across them",
+    passages: list[Text] | None = Field(None, description="several passages: answers are voted across them",
                                              min_length=1)
     top_k: int = Field(5, ge=1, le=20, description="candidates returned")
     allow_no_answer: bool = Field(True, description="false: the passages are known to hold the answer (as in "
@@ -183,7 +211,7 @@ class ExplainRequest(BaseModel):
         {"task": "extract", "text": "周杰伦出生于台湾省新北市", "target": {"subject_span": [0, 3]}, "format": "html"}]})
 
     task: Literal["extract"] = Field("extract", description="which hosted model's score to explain")
-    text: StrictStr = Field(description="the input text (at most the explainer's max_length characters)")
+    text: Text = Field(description="the input text (at most the explainer's max_length characters)")
     target: dict[str, Any] = Field(description="a triple as /extract returned it, or just subject_span (+ predicate "
                                                "and object_span); strings are located when spans are absent")
     steps: int | None = Field(None, description="integration steps (default 50; limit in /v1/models)")

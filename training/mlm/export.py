@@ -123,7 +123,7 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, rules: ProbeRu
         "description": "BERT masked LM encoder for Perturbed Masking: /segment and /parse",
         "vocab": "vocab.txt",
         # /segment probes clause by clause, so its texts can be long; /parse probes every pair of characters
-        "limits": {"max_length": 2000, "max_parse_length": min(limit, 40)},
+        "limits": {"max_length": 1000, "max_parse_length": min(limit, 40)},
         "architecture": {"layers": model.config.num_hidden_layers, "hidden": hidden,
                          "heads": model.config.num_attention_heads, "vocab_size": len(vocab),
                          "max_position_embeddings": model.config.max_position_embeddings,

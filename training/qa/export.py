@@ -27,6 +27,7 @@ from training.qa.model import DGCNNReader, ReaderConfig, ReaderStage
 log = logging.getLogger(__name__)
 
 MAX_LENGTH = 20_000  # characters per passage; read in windows, so only a bound on one request's work
+MAX_TOTAL_LENGTH = 40_000  # characters a request reads in all: within the default deadline on 2 CPU cores
 MAX_PASSAGES = 32  # WebQA gives 20 passages a question
 CMRC_TRIAL = DATA / "qa" / "cmrc2018" / "trial.json"
 SAMPLES = [DATA / "qa" / "webqa_sogou_samples" / "WebQA_sample.json",
@@ -146,7 +147,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
         "description": "DGCNN reading comprehension: question + passage windows -> start/end pointers, "
                        "answers voted across passages, no-answer by threshold",
         "vocab": "vocab.txt",
-        "limits": {"max_length": MAX_LENGTH, "max_question_length": net.config.question_length,
+        "limits": {"max_length": MAX_LENGTH, "max_total_length": MAX_TOTAL_LENGTH,
+                   "max_question_length": net.config.question_length,
                    "max_passages": MAX_PASSAGES},
         "architecture": net.config.to_dict(),
         "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold},

@@ -7,9 +7,11 @@ share batches (and metrics, deadlines, backpressure) with the task endpoints.
 from __future__ import annotations
 
 import math
+import reprlib
 
 import numpy as np
 
+from app.runtime.admission import Permit
 from app.runtime.batcher import Batcher, TensorSpec
 from app.runtime.errors import BadRequest
 
@@ -17,6 +19,7 @@ from app.runtime.errors import BadRequest
 DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
              "FP16": "float16", "FP32": "float32", "FP64": "float64"}
 NUMPY_TO_V2 = {v: k for k, v in DATATYPES.items()}
+MAX_NESTING = 64  # levels of nested lists in `data`, whatever the tensor's rank
 
 
 def tensor_metadata(specs: list[TensorSpec]) -> list[dict]:
@@ -25,8 +28,81 @@ def tensor_metadata(specs: list[TensorSpec]) -> list[dict]:
              "shape": [d if isinstance(d, int) else -1 for d in s.shape]} for s in specs]
 
 
-def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
-    """Check v2 input tensors against the model's inputs and cut them into rows (one per batch entry)."""
+def _is_id(name: str) -> bool:
+    """Inputs that index an embedding table: a negative or too-large id would read outside it."""
+    return name.endswith("_ids") or name == "token"
+
+
+def _flatten(name: str, data: object, shape: list[int]) -> list:
+    """The values of `data` in row-major order: flat, or nested exactly as `shape` (a list of shape[0] lists
+    of shape[1] ... values). Walked with an explicit stack, so no nesting depth can exhaust the call stack."""
+    if not isinstance(data, list):
+        raise BadRequest(f"input {name}: data is {type(data).__name__}, expected a list")
+    if not any(isinstance(v, list) for v in data):  # flat
+        if len(data) != math.prod(shape):
+            raise BadRequest(f"input {name}: {len(data)} values for shape {shape} ({math.prod(shape)} expected)")
+        return data
+    if len(shape) > MAX_NESTING:
+        raise BadRequest(f"input {name}: data nested over {MAX_NESTING} levels")
+    values: list = []
+    stack = [(data, 0)]  # (a list, its axis); popped in row-major order
+    while stack:
+        node, axis = stack.pop()
+        if not isinstance(node, list) or len(node) != shape[axis]:
+            got = f"a list of {len(node)}" if isinstance(node, list) else f"the value {reprlib.repr(node)}"
+            raise BadRequest(f"input {name}: nested data does not match shape {shape} (ragged?): {got} at "
+                             f"axis {axis}, expected a list of {shape[axis]}")
+        if axis == len(shape) - 1:
+            if any(isinstance(v, list) for v in node):
+                raise BadRequest(f"input {name}: data nested deeper than the {len(shape)} axes of shape {shape}")
+            values.extend(node)
+        else:
+            stack.extend((child, axis + 1) for child in reversed(node))
+    return values
+
+
+def _array(name: str, values: list, spec: TensorSpec, bound: int | None) -> np.ndarray:
+    """Values checked one by one against the datatype (numpy would silently turn true into 1, or fail with
+    an error of its own), then as an array of the spec's dtype."""
+    dtype = np.dtype(spec.dtype)
+    allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.kind]  # JSON gives no other types
+    if not set(map(type, values)) <= allowed:
+        bad = next(v for v in values if type(v) not in allowed)
+        raise BadRequest(f"input {name}: data is not {NUMPY_TO_V2[spec.dtype]}: {reprlib.repr(bad)} "
+                         f"({type(bad).__name__})")
+    if dtype.kind in "iu" and values:
+        low, high = min(values), max(values)
+        if (bound is not None or _is_id(name)) and low < 0:
+            raise BadRequest(f"input {name}: id {low} is negative")
+        if bound is not None and high >= bound:
+            raise BadRequest(f"input {name}: id {high} is outside [0, {bound})")
+        info = np.iinfo(dtype)
+        if low < info.min or high > info.max:
+            raise BadRequest(f"input {name}: {low if low < info.min else high} is outside the range of "
+                             f"{NUMPY_TO_V2[spec.dtype]}")
+    if dtype.kind != "f":
+        return np.array(values, dtype=dtype)
+    try:
+        with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+            array = np.array(values, dtype=np.float64).astype(dtype)
+    except OverflowError:  # an integer too large for a float64
+        array = np.array([np.inf])
+    if not np.isfinite(array).all():  # NaN or inf would come back as outputs no JSON response can carry
+        raise BadRequest(f"input {name}: data holds NaN, infinity or a value too large for {NUMPY_TO_V2[spec.dtype]}")
+    return array
+
+
+def decode_inputs(inputs: list[dict], specs: list[TensorSpec],
+                  bounds: dict[str, int] | None = None) -> list[dict[str, np.ndarray]]:
+    """Check v2 input tensors against the model's inputs and cut them into rows (one per batch entry).
+
+    `data` may be flat or nested exactly as `shape`; every value must be of the datatype (no true for 1, no
+    1.5 or NaN for an integer) and finite. `bounds` maps an integer input's name to an exclusive upper bound
+    on its values, typically the vocabulary size for `*_ids` and `token` inputs: its values must then lie in
+    [0, bound). Without a bound, `*_ids` and `token` inputs are still refused negative values.
+    Any violation is a BadRequest (400) naming the input, raised before the rows reach a model.
+    """
+    bounds = bounds or {}
     given = {t["name"]: t for t in inputs}
     wanted = {s.name for s in specs}
     if unknown := sorted(set(given) - wanted):
@@ -47,14 +123,8 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str,
                 raise BadRequest(f"input {spec.name}: axis {axis} is {got}, expected {want}")
         if shape[0] < 1 or (spec.seq_axis is not None and shape[spec.seq_axis + 1] < 1):
             raise BadRequest(f"input {spec.name}: empty batch or sequence in shape {shape}")
-        data = np.asarray(t["data"]).reshape(-1)
-        if data.size != math.prod(shape):
-            raise BadRequest(f"input {spec.name}: {data.size} values for shape {shape} ({math.prod(shape)} expected)")
-        casting = "unsafe" if data.dtype.kind in "bi" else "same_kind"  # ints may become floats, not the reverse
-        try:
-            arrays[spec.name] = data.astype(spec.dtype, casting=casting).reshape(shape)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(f"input {spec.name}: data is not {t['datatype']}: {exc}") from None
+        values = _flatten(spec.name, t["data"], shape)
+        arrays[spec.name] = _array(spec.name, values, spec, bounds.get(spec.name)).reshape(shape)
         if batch is not None and shape[0] != batch:
             raise BadRequest(f"input {spec.name}: batch size {shape[0]} differs from the other inputs' {batch}")
         batch = shape[0]
@@ -64,13 +134,14 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str,
     return [{name: a[i] for name, a in arrays.items()} for i in range(batch or 0)]
 
 
-async def infer(batcher: Batcher, inputs: list[dict], requested: list[str] | None, deadline: float) -> list[dict]:
+async def infer(batcher: Batcher, inputs: list[dict], requested: list[str] | None, deadline: float,
+                permit: Permit | None = None) -> list[dict]:
     """Run v2 input tensors through the batcher; return v2 output tensors (all, or those requested)."""
-    rows = decode_inputs(inputs, batcher.inputs)
+    rows = decode_inputs(inputs, batcher.inputs, {s.name: s.bound for s in batcher.inputs if s.bound is not None})
     names = [s.name for s in batcher.outputs]
     if requested and (unknown := sorted(set(requested) - set(names))):
         raise BadRequest(f"unknown output(s) {unknown}; the model gives {names}")
-    results = await batcher.submit(rows, deadline)
+    results = await batcher.submit(rows, deadline, permit)
     outputs = []
     for name in requested or names:
         value = np.stack([r[name] for r in results])

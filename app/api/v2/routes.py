@@ -6,17 +6,21 @@ model is `<model>.<stage>` (e.g. `extract.subject`). Requests go through the sam
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app import __version__
-from app.api.deps import DeadlineDep, RepositoryDep
+from app.api.deps import DeadlineDep, RepositoryDep, SettingsDep
+from app.api.schemas import V2_ERRORS, Text
 from app.api.v2.codec import infer, tensor_metadata
+from app.runtime.batcher import SEQ, Batcher
 from app.runtime.errors import BadRequest
 from app.runtime.repository import READY, ModelHandle, ModelRepository
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=V2_ERRORS)
 
 
 class Tensor(BaseModel):
@@ -31,7 +35,7 @@ class RequestedOutput(BaseModel):
 
 
 class InferRequest(BaseModel):
-    id: str | None = None
+    id: Text | None = None
     inputs: list[Tensor] = Field(min_length=1)
     outputs: list[RequestedOutput] | None = None
 
@@ -84,13 +88,29 @@ async def model_ready(name: str, repo: RepositoryDep) -> JSONResponse:
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
 
+def output_values(batcher: Batcher, inputs: list[Tensor], requested: list[str] | None) -> int:
+    """How many values the response would hold (batch and sequence sizes taken from the inputs)."""
+    rows = max((t.shape[0] for t in inputs if t.shape), default=1)
+    seq = max((t.shape[s.seq_axis + 1] for s in batcher.inputs for t in inputs
+               if t.name == s.name and s.seq_axis is not None and len(t.shape) > s.seq_axis + 1), default=1)
+    sizes = {"batch": rows, SEQ: seq}
+    return sum(math.prod(d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape)
+               for spec in batcher.outputs if requested is None or spec.name in requested)
+
+
 @router.post("/models/{name}/infer")
-async def model_infer(name: str, body: InferRequest, repo: RepositoryDep, deadline: DeadlineDep) -> dict:
+async def model_infer(name: str, body: InferRequest, repo: RepositoryDep, deadline: DeadlineDep,
+                      settings: SettingsDep) -> dict:
     handle, stage = lookup(repo, name)
     requested = [o.name for o in body.outputs] if body.outputs else None
+    # Outputs can be far larger than inputs (hidden states per token): bound the response, not only the body.
+    values = output_values(handle.stage(stage), body.inputs, requested)
+    if values > settings.max_v2_output_values:
+        raise BadRequest(f"the outputs would hold {values:,} values, over the server's max_v2_output_values "
+                         f"{settings.max_v2_output_values:,}: send fewer rows or ask for fewer outputs")
     rows = max((t.shape[0] for t in body.inputs if t.shape), default=1)  # the batch axis: one row per entry
-    async with handle.admit({stage: max(rows, 1)}, deadline):
-        outputs = await infer(handle.stage(stage), [t.model_dump() for t in body.inputs], requested, deadline)
+    async with handle.admit({stage: max(rows, 1)}, deadline) as permit:
+        outputs = await infer(handle.stage(stage), [t.model_dump() for t in body.inputs], requested, deadline, permit)
     response = {"model_name": name, "model_version": handle.version, "outputs": outputs}
     if body.id is not None:
         response["id"] = body.id

@@ -7,6 +7,7 @@ log P(object start | subject, predicate) + log P(object end | subject, predicate
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,40 +47,59 @@ class Target:
                 "use_object": np.array(1.0 if self.object else 0.0, np.float32)}
 
 
-def _span(text: str, span, value, field: str) -> tuple[int, int]:
+def _kind(value: object) -> str:
+    """A value's type for messages (never the value itself: it may be huge)."""
+    return "null" if value is None else type(value).__name__
+
+
+def _span(text: str, span: object, value: object, field: str) -> tuple[int, int]:
     """A [start, end) span from `span`, or found from the `value` string (its first occurrence)."""
+    if value is not None and not isinstance(value, str):  # a list or dict would crash the comparisons below
+        raise InvalidInput(f"target.{field}: expected a string, got {_kind(value)}")
     if span is not None:
         if (not isinstance(span, list | tuple) or len(span) != 2
                 or not all(isinstance(i, int) and not isinstance(i, bool) for i in span)):
-            raise InvalidInput(f"target.{field}_span: expected [start, end] integers, got {span!r}")
+            shown = reprlib.repr(span) if isinstance(span, list | tuple) else _kind(span)
+            raise InvalidInput(f"target.{field}_span: expected [start, end] integers, got {shown}")
         start, end = span
         if not 0 <= start < end <= len(text):
             raise InvalidInput(f"target.{field}_span: {span} is not a non-empty span of the {len(text)}-character text")
         if value is not None and text[start:end] != value:
-            raise InvalidInput(f"target.{field}: {value!r} is not the text at {field}_span {span} "
+            raise InvalidInput(f"target.{field}: {reprlib.repr(value)} is not the text at {field}_span {span} "
                                f"({text[start:end]!r})")
         return start, end
     if value is None:
         raise InvalidInput(f"target.{field}_span: give the span (or the {field} string)")
-    if not isinstance(value, str) or not value:
+    if not value:
         raise InvalidInput(f"target.{field}: expected a non-empty string")
     start = text.find(value)
     if start < 0:
-        raise InvalidInput(f"target.{field}: {value!r} does not occur in the text")
+        raise InvalidInput(f"target.{field}: {reprlib.repr(value)} does not occur in the text")
     return start, start + len(value)
 
 
 def resolve_target(text: str, target: dict, schema: Schema) -> Target:
-    """A target as /extract returned it (or just the fields that matter) -> spans and the object label."""
+    """A target as /extract returned it (or just the fields that matter) -> spans and the object label.
+
+    Every field is type-checked first: the target is free-form JSON, and a list or object where a string
+    belongs must be a 422 naming the field, not a TypeError (unhashable) deep in the lookup."""
+    if not isinstance(target, dict):
+        raise InvalidInput(f"target: expected an object, got {_kind(target)}")
     subject = _span(text, target.get("subject_span"), target.get("subject"), "subject")
     predicate = target.get("predicate")
     if predicate is None:
         return Target(subject)
+    if not isinstance(predicate, str):
+        raise InvalidInput(f"target.predicate: expected a string, got {_kind(predicate)}")
     if predicate not in schema.predicates:
-        raise InvalidInput(f"target.predicate: {predicate!r} is not in the model's schema")
+        raise InvalidInput(f"target.predicate: {reprlib.repr(predicate)} is not in the model's schema")
     value = target.get("object")
     if isinstance(value, dict):
         value = value.get(VALUE)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"target.object.{VALUE}: expected a string, got {_kind(value)}")
+    elif value is not None and not isinstance(value, str):
+        raise InvalidInput(f'target.object: expected a string or {{"{VALUE}": string}}, got {_kind(value)}')
     obj = _span(text, target.get("object_span"), value, "object")
     return Target(subject, predicate, obj, schema.label_index[(predicate, VALUE)])
 
@@ -119,7 +139,8 @@ class ExtractExplainer:
         alphas, weights = quadrature(steps, method)
         shared = goal.graph_inputs(len(text))
         rows = [{"embeddings": point, **shared} for point in interpolate(inputs, base, alphas)]
-        outputs = await self.model.stage("gradient").submit(rows, deadline)
+        async with self.model.admit({"gradient": len(rows)}, deadline) as permit:
+            outputs = await self.model.stage("gradient").submit(rows, deadline, permit)
         result = integrate(inputs, base, weights, np.stack([o["gradient"] for o in outputs]),
                            np.array([float(o["score"]) for o in outputs]))
         return {

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.runtime.errors import InvalidInput
+from app.tasks.math.evaluator import MAX_DIGITS
 from app.text import normalize
 
 MAX_SLOTS = 20  # numbers past the 20th of a question stay digits
@@ -19,6 +21,7 @@ SLOT_TOKENS = tuple(SLOT.format(i) for i in range(MAX_SLOTS))
 # a mixed number 3(1/2), a fraction (1/2), a decimal or integer
 NUMBER = r"\d+(?:\.\d+)?\(\d+/\d+\)|\(\d+(?:\.\d+)?/\d+(?:\.\d+)?\)|\d+(?:\.\d+)?"
 NUMBER_RE = re.compile(NUMBER)
+LITERAL_RE = re.compile(r"\d+(?:\.\d+)?")  # one literal as the evaluator reads it (a fraction holds two)
 OPERATORS = "+-*/^"
 
 
@@ -30,8 +33,14 @@ class Question:
 
 
 def slot_question(text: str) -> Question:
-    """Normalise (full-width -> half-width) and replace numbers by slots, in order of appearance."""
+    """Normalise (full-width -> half-width) and replace numbers by slots, in order of appearance.
+
+    A literal the evaluator would refuse (over MAX_DIGITS characters) is refused here, before any model work:
+    copied into a slot it would only come back as a huge unusable expression. The scan is one linear pass."""
     norm = normalize(text)
+    for m in LITERAL_RE.finditer(norm):
+        if (size := m.end() - m.start()) > MAX_DIGITS:
+            raise InvalidInput(f"question: a number of {size} digits, over the limit of {MAX_DIGITS}")
     pieces, numbers, at = [], [], 0
     for m in NUMBER_RE.finditer(norm):
         if len(numbers) == MAX_SLOTS:

@@ -18,6 +18,7 @@ from app.text import CharVocab
 
 class QALimits(Section):
     max_length: int  # characters per passage (read window by window)
+    max_total_length: int  # characters over all passages: what one request can read within the deadline
     max_question_length: int
     max_passages: int
 
@@ -53,6 +54,9 @@ class QATask:
                                f"{self.limits.max_passages}")
         for i, p in enumerate(passages):
             check_text(p, f"passages[{i}]", self.limits.max_length, "limits.max_length")
+        if (total := sum(len(p) for p in passages)) > self.limits.max_total_length:
+            raise InvalidInput(f"passages: {total} characters in all, over the model's limits.max_total_length of "
+                               f"{self.limits.max_total_length}")
 
     async def candidates(self, question: str, passages: list[str], deadline: float, top_k: int = 5
                          ) -> list[Candidate]:
