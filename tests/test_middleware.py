@@ -119,3 +119,12 @@ async def test_a_finished_request_is_not_cancelled_by_the_disconnect_after_it():
 
     await CancelOnDisconnect(quick)({"type": "http", "method": "POST"}, receive, send)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+def test_timing_headers_count_overlapping_rows_once():
+    from app.api.middleware import covered, timing_headers
+
+    assert covered([(0, 2), (1, 3), (5, 6)]) == 4
+    # two concurrent submits: rows wait 0-1 and 0-2, run 1-3 and 2-4
+    headers = dict(timing_headers([(0.0, 1.0, 3.0), (0.0, 2.0, 4.0)], total=5.0))
+    assert headers == {b"x-total-time": b"5000.0", b"x-queue-time": b"1000.0", b"x-inference-time": b"3000.0"}

@@ -10,6 +10,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.runtime.batcher import TIMING
 from app.runtime.metrics import Metrics
 
 
@@ -103,6 +104,27 @@ class CancelOnDisconnect:
                     await watcher
 
 
+def covered(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of time spans (concurrent stages of one request overlap)."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def timing_headers(rows: list[tuple[float, float, float]], total: float) -> list[tuple[bytes, bytes]]:
+    """Where the request's time went, in milliseconds, as text-embeddings-inference reports it: inference is
+    the time some row of it was running, queue the time some row was waiting while none ran."""
+    running = [(ran, done) for _, ran, done in rows]
+    waiting = [(enqueued, ran) for enqueued, ran, _ in rows]
+    inference = covered(running)
+    queue = covered(waiting + running) - inference
+    return [(b"x-total-time", f"{total * 1000:.1f}".encode()), (b"x-queue-time", f"{queue * 1000:.1f}".encode()),
+            (b"x-inference-time", f"{inference * 1000:.1f}".encode())]
+
+
 class RequestMetrics:
     """zhserve_request_duration_seconds{endpoint, status}; endpoint is the route template, never the raw path."""
 
@@ -114,11 +136,15 @@ class RequestMetrics:
             return await self.app(scope, receive, send)
         scope.setdefault("state", {})["arrived"] = time.monotonic()  # the request's deadline counts from here
         started, status = time.perf_counter(), 500
+        timing: list[tuple[float, float, float]] = []
+        TIMING.set(timing)
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                total = time.perf_counter() - started
+                message = {**message, "headers": [*message.get("headers", []), *timing_headers(timing, total)]}
             await send(message)
 
         try:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,10 @@ from app.runtime.metrics import Metrics
 log = logging.getLogger(__name__)
 
 SEQ = "seq"  # the name of the variable-length axis in tensor shapes
+
+# The current request's rows' (enqueued, ran, done) times, from all its submits (concurrent ones too); the
+# HTTP layer sets a fresh list per request and reports queue and inference time in response headers.
+TIMING: ContextVar[list[tuple[float, float, float]] | None] = ContextVar("zhserve_timing", default=None)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class _Pending:
     sparse: bool = False  # no other request submitted within the queue delay before this one
     enqueued: float = field(default_factory=time.monotonic)
     gone: str = "deadline"  # why the row is dropped if its future is done before it runs
+    ran: float = 0.0  # when its batch started and ended (time.monotonic())
+    done: float = 0.0
 
 
 class Batcher:
@@ -137,6 +144,8 @@ class Batcher:
                 results = list(await asyncio.gather(*(p.future for p in pending)))
             if permit is not None:
                 permit.spent(len(rows), len(rows) * self.seconds_per_row)
+            if (timing := TIMING.get()) is not None:
+                timing.extend((p.enqueued, p.ran, p.done) for p in pending)
             return results
         except TimeoutError:
             raise DeadlineExceeded(f"model {self.name}: deadline passed before the rows were run") from None
@@ -215,8 +224,13 @@ class Batcher:
             results = [exc] * len(batch)
         per_row = (time.monotonic() - started) / len(batch)
         self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
+        done = time.monotonic()
+        for p in batch:
+            p.ran, p.done = started, done
         self.metrics.batch_size.labels(self.name).observe(len(batch))
         self.metrics.rows.labels(self.name).inc(len(batch))
+        self.metrics.batch_tokens.labels(self.name, "real").inc(sum(p.length for p in batch))
+        self.metrics.batch_tokens.labels(self.name, "padded").inc(len(batch) * max(p.length for p in batch))
         for p, result in zip(batch, results, strict=True):
             if p.future.done():
                 continue

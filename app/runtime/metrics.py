@@ -30,6 +30,9 @@ class Metrics:
         self.queue_depth = Gauge("zhserve_queue_depth", "Rows waiting in the batcher queue", ["model"], registry=r)
         self.rows_in_flight = Gauge("zhserve_rows_in_flight", "Rows queued or running", ["model"], registry=r)
         self.rows = Counter("zhserve_rows", "Rows run through inference", ["model"], registry=r)
+        self.batch_tokens = Counter(
+            "zhserve_batch_tokens", "Tokens run through inference: real (the rows' own) and padded (rows x the "
+            "longest row); their ratio is the padding overhead", ["model", "kind"], registry=r)
         self.rows_dropped = Counter(
             "zhserve_rows_dropped", "Rows dropped before inference, by reason (deadline, client_gone, shutdown)",
             ["model", "reason"], registry=r)
@@ -43,5 +46,7 @@ class Metrics:
         for metric in (self.queue_wait, self.batch_size, self.inference_duration, self.queue_depth,
                        self.rows_in_flight, self.rows):
             metric.labels(model)
+        for kind in ("real", "padded"):
+            self.batch_tokens.labels(model, kind)
         for reason in DROP_REASONS:
             self.rows_dropped.labels(model, reason)

@@ -36,6 +36,9 @@ PANELS = [
     ("Rows per second", "rowsps", [
         ("{{model}}", f"sum by (model) (rate(zhserve_rows_total{W}))"),
         ("dropped {{model}} ({{reason}})", f"sum by (model, reason) (rate(zhserve_rows_dropped_total{W}))")]),
+    ("Padding overhead (padded tokens / real tokens)", "short", [
+        ("{{model}}", f'sum by (model) (rate(zhserve_batch_tokens_total{{kind="padded"}}{W}))'
+                      f' / sum by (model) (rate(zhserve_batch_tokens_total{{kind="real"}}{W}))')]),
     ("Model ready", "short", [("{{model}}", "zhserve_model_ready")]),
     ("Rows in flight", "short", [("{{model}}", "sum by (model) (zhserve_rows_in_flight)")]),
     ("Process memory (RSS)", "bytes", [("{{instance}}", "process_resident_memory_bytes")]),

@@ -64,9 +64,9 @@ class QATask:
         r = self.reading
         q_ids = question_ids(self.vocab, question, r.question_length)
         spans = windows([len(p) for p in passages], r.window, r.stride)
-        rows = [{"question_ids": q_ids,
-                 "passage_ids": self.vocab.encode(passages[w.passage][w.offset : w.offset + w.length])}
-                for w in spans]
+        # Each passage encoded once, off the event loop (ids are per character, so windows are slices).
+        ids = await asyncio.to_thread(lambda: [self.vocab.encode(p) for p in passages])
+        rows = [{"question_ids": q_ids, "passage_ids": ids[w.passage][w.offset : w.offset + w.length]} for w in spans]
         async with self.model.admit({"reader": len(rows)}, deadline) as permit:
             outputs = await self.model.stage("reader").submit(rows, deadline, permit)
         found = [(w, out["probs"]) for w, out in zip(spans, outputs, strict=True)]
