@@ -10,7 +10,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_body
 from app.runtime.batcher import TIMING
+from app.runtime.memory import trim
 from app.runtime.metrics import Metrics
 
 
@@ -25,7 +27,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
+            return await self._reject(scope, send)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -34,7 +36,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await self._reject(send)
+                return await self._reject(scope, send)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
 
@@ -47,9 +49,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        payload = json.dumps({"error": {"type": "payload_too_large",
-                                        "message": f"request body over {self.max_bytes} bytes"}}).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        # the body every error of that path has: under /v2 the protocol's {"error": "message"}, as documented
+        body = error_body("payload_too_large", f"request body over {self.max_bytes} bytes", scope["path"])
+        payload = json.dumps(body).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -125,6 +128,9 @@ def timing_headers(rows: list[tuple[float, float, float]], total: float) -> list
             (b"x-inference-time", f"{inference * 1000:.1f}".encode())]
 
 
+LARGE_BYTES = 1_000_000  # request and response bytes past which the heap is trimmed afterwards
+
+
 class RequestMetrics:
     """zhserve_request_duration_seconds{endpoint, status}; endpoint is the route template, never the raw path."""
 
@@ -139,8 +145,12 @@ class RequestMetrics:
         timing: list[tuple[float, float, float]] = []
         TIMING.set(timing)
 
+        large = [int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)]  # body, then response bytes
+
         async def send_status(message: Message) -> None:
             nonlocal status
+            if message["type"] == "http.response.body":
+                large[0] += len(message.get("body", b""))
             if message["type"] == "http.response.start":
                 status = message["status"]
                 total = time.perf_counter() - started
@@ -149,6 +159,8 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_status)
+            if large[0] > LARGE_BYTES:
+                await asyncio.to_thread(trim)
             if scope.get("state", {}).get("client_gone"):
                 status = 499  # nginx's "client closed request": nothing was sent
         finally:

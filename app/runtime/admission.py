@@ -20,7 +20,7 @@ from typing import Protocol
 
 from app.runtime.errors import DeadlineExceeded, Overloaded
 
-SAFETY = 0.8  # admit only work estimated to end within this share of the time left: estimates are rough
+SAFETY = 0.7  # admit only work estimated to end within this share of the time left: estimates are rough
 
 
 class Stage(Protocol):

@@ -54,6 +54,7 @@ class MathTask:
         self.grammar = Grammar(self.vocab)
         self.beam_size = config.decoding.beam_size
         self.max_expression = config.decoding.max_expression_tokens
+        self.step_rows = self.max_expression / 2  # step rows per beam, learned from the requests served
         self.reranker = Reranker(config.rerank.weights) if config.rerank else None
 
     def source_ids(self, question: str) -> tuple[list[int], list[str]]:
@@ -79,17 +80,19 @@ class MathTask:
             raise InvalidInput(f"beam_size: {beam_size}, expected 1 to the model's limits.max_beam_size of "
                                f"{self.limits.max_beam_size}")
         source, numbers = self.source_ids(question)
-        # Admission covers every beam step: beams end on average halfway to the expression limit.
-        steps = beam_size * self.max_expression // 2
-        async with self.model.admit({"encoder": 1, "step": steps}, deadline) as permit:
-            found = await self._beams(source, len(numbers), beam_size, deadline, permit)
+        # Admission covers every beam step, estimated from the step rows beams have taken so far.
+        steps = {"rows": 0}
+        async with self.model.admit({"encoder": 1, "step": round(beam_size * self.step_rows)}, deadline) as permit:
+            found = await self._beams(source, len(numbers), beam_size, deadline, permit, steps)
+        self.step_rows = 0.9 * self.step_rows + 0.1 * steps["rows"] / beam_size
         out = []
         for h in found:
             tokens = [self.vocab.tokens[t] for t in h.tokens]
             out.append(Candidate(render(tokens, numbers), h.score, tuple(tokens), len(numbers)))
         return out
 
-    async def _beams(self, source: list[int], slots: int, beam_size: int, deadline: float, permit: Permit):
+    async def _beams(self, source: list[int], slots: int, beam_size: int, deadline: float, permit: Permit,
+                     steps: dict[str, int]):
         (encoded,) = await self.model.stage("encoder").submit([{"token_ids": np.array(source, dtype=np.int64)}],
                                                               deadline, permit)
         stepper = self.model.stage("step")
@@ -99,6 +102,7 @@ class MathTask:
                      "past_values": values, "past_mask": np.ones(keys.shape[2], dtype=bool)}
                     for (keys, values), token in zip(caches, tokens, strict=True)]
             outputs = await stepper.submit(rows, deadline, permit)
+            steps["rows"] += len(rows)
             grown = [(np.concatenate([keys, out["key"][:, :, None]], axis=2),
                       np.concatenate([values, out["value"][:, :, None]], axis=2))
                      for (keys, values), out in zip(caches, outputs, strict=True)]

@@ -99,7 +99,8 @@ class MLMTask:
             return np.zeros((len(ids), len(ids)))
         rows, keys = masked_rows(ids, self.vocab, pairs)
         outputs = await self.model.stage("encoder").submit([{"token_ids": r} for r in rows], deadline, permit)
-        return impact_matrix(len(ids), impacts(keys, [o["hidden"] for o in outputs]))
+        # numpy over every row's hidden states: off the event loop, which must keep answering (429s at once)
+        return await asyncio.to_thread(lambda: impact_matrix(len(ids), impacts(keys, [o["hidden"] for o in outputs])))
 
     async def hidden(self, ids: np.ndarray, deadline: float, permit: Permit | None = None) -> np.ndarray:
         """(n, H) hidden states of the unmasked sentence, for the tagger."""
@@ -129,8 +130,11 @@ class MLMTask:
         runs = clauses(text, self.clause_length)
         matrices = await asyncio.gather(*(self.impacts(ids[s:e], adjacent_pairs(e - s), deadline, permit)
                                           for s, e in runs))
-        scores = [self.gap_features(m, ids[s:e]) @ self.weights for m, (s, e) in zip(matrices, runs, strict=True)]
-        return words_from_scores(text, runs, scores, self.threshold)
+        def words() -> list[str]:
+            scores = [self.gap_features(m, ids[s:e]) @ self.weights for m, (s, e) in zip(matrices, runs, strict=True)]
+            return words_from_scores(text, runs, scores, self.threshold)
+
+        return await asyncio.to_thread(words)
 
     async def parse(self, text: str, words: list[str] | None, deadline: float) -> dict:
         if words is None:
@@ -159,9 +163,13 @@ class MLMTask:
             chars, hidden = await asyncio.gather(self.impacts(ids, all_pairs(len(sentence)), deadline, permit),
                                                  self.hidden(ids, deadline, permit))
             tags = self.tagger.probs(hidden, spans)
-        matrix = word_matrix(chars, spans)
-        if self.arc_weights is None:
-            heads = eisner(*dependency_scores(matrix, self.orientation, self.root_rule, self.center))
-        else:
-            heads = learned_heads(matrix, words, ids, self.ngrams, self.arc_weights, tags)
-        return {"words": words, "heads": heads, "tree": mart(matrix, words)}
+
+        def decode() -> dict:  # Eisner and the tree split are Python loops: off the event loop
+            matrix = word_matrix(chars, spans)
+            if self.arc_weights is None:
+                heads = eisner(*dependency_scores(matrix, self.orientation, self.root_rule, self.center))
+            else:
+                heads = learned_heads(matrix, words, ids, self.ngrams, self.arc_weights, tags)
+            return {"words": words, "heads": heads, "tree": mart(matrix, words)}
+
+        return await asyncio.to_thread(decode)
