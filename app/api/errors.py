@@ -15,13 +15,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.runtime.errors import Overloaded, ZhserveError
 
 
-def error_response(status: int, type_: str, message: str, headers: dict | None = None,
-                   request: Request | None = None) -> JSONResponse:
+def is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_body(type_: str, message: str, path: str = "") -> dict:
+    """The error body for a request path: {"error": message} under /v2, else {"error": {"type", "message"}}."""
     # a message may echo the request (a field name, a value) and with it a lone surrogate that no UTF-8 body holds
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    v2 = request is not None and request.url.path.startswith("/v2/")
-    body = {"error": message} if v2 else {"error": {"type": type_, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return {"error": message} if is_v2(path) else {"error": {"type": type_, "message": message}}
+
+
+def error_response(status: int, type_: str, message: str, headers: dict | None = None,
+                   request: Request | None = None) -> JSONResponse:
+    path = request.url.path if request is not None else ""
+    return JSONResponse(error_body(type_, message, path), status_code=status, headers=headers)
 
 
 def _field(loc: tuple) -> str:
@@ -45,7 +53,7 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         count(request, "invalid_input")
         messages = [f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        status = 400 if request.url.path.startswith("/v2/") else 422  # v2 clients expect 400
+        status = 400 if is_v2(request.url.path) else 422  # v2 clients expect 400
         return error_response(status, "invalid_input", "; ".join(messages), request=request)
 
     @app.exception_handler(StarletteHTTPException)

@@ -36,6 +36,15 @@ V2_ERRORS = {code: {"model": V2Error, "description": text} for code, text in {
     503: "model not ready", 504: "deadline passed"}.items()}
 
 
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
 def _utf8(text: str) -> str:
     """JSON escapes can spell a lone surrogate ("\\ud800"): Python decodes it, but no UTF-8 response can hold it,
     so it is refused here, before any inference, instead of failing at serialisation."""
@@ -253,3 +262,12 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, str] = Field(description="each model's state: loading, ready or failed")
+
+
+# /readyz answers 503 with its own body (not an error body): load balancers read the status, people the states.
+READINESS = {503: {"model": Readiness, "description": "not ready: a model is still loading, or none is ready"}}

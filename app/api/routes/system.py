@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import RepositoryDep
-from app.api.schemas import ModelList
+from app.api.schemas import READINESS, ModelList, Readiness
 from app.runtime.repository import LOADING, READY
 
 router = APIRouter(tags=["system"])
@@ -19,7 +19,7 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses=READINESS)
 async def readyz(repo: RepositoryDep) -> JSONResponse:
     """Readiness: 200 once loading is over and at least one model is ready; failed models are listed."""
     states = {h.name: h.state for h in repo.models.values()}

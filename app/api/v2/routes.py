@@ -7,14 +7,15 @@ model is `<model>.<stage>` (e.g. `extract.subject`). Requests go through the sam
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app import __version__
 from app.api.deps import DeadlineDep, RepositoryDep, SettingsDep
-from app.api.schemas import V2_ERRORS, Text
+from app.api.schemas import V2_ERRORS, Text, V2ModelReady, V2Ready
 from app.api.v2.codec import infer, tensor_metadata
 from app.runtime.batcher import SEQ, Batcher
 from app.runtime.errors import BadRequest
@@ -35,6 +36,10 @@ class RequestedOutput(BaseModel):
 
 
 class InferRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "inputs": [{"name": "token_ids", "shape": [1, 4], "datatype": "INT64", "data": [101, 57, 88, 9]}],
+        "outputs": [{"name": "subject_probs"}]}]})
+
     id: Text | None = None
     inputs: list[Tensor] = Field(min_length=1)
     outputs: list[RequestedOutput] | None = None
@@ -48,6 +53,9 @@ def v2_models(repo: ModelRepository) -> dict[str, tuple[ModelHandle, str]]:
         for stage in stages:
             out[handle.name if len(stages) == 1 else f"{handle.name}.{stage}"] = (handle, stage)
     return out
+
+
+ModelName = Annotated[str, Path(description="a v2 model: <model> or <model>.<stage>", examples=["extract.subject"])]
 
 
 def lookup(repo: ModelRepository, name: str) -> tuple[ModelHandle, str]:
@@ -67,22 +75,25 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready")
+# A readiness 503 carries the readiness body, not the protocol's error body: document it as such.
+@router.get("/health/ready", response_model=V2Ready, responses={
+    503: {"model": V2Ready, "description": "some model is loading or failed"}})
 async def ready(repo: RepositoryDep) -> JSONResponse:
     ok = bool(repo.models) and all(h.state == READY for h in repo.models.values())
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
 @router.get("/models/{name}")
-async def model_metadata(name: str, repo: RepositoryDep) -> dict:
+async def model_metadata(name: ModelName, repo: RepositoryDep) -> dict:
     handle, stage = lookup(repo, name)
     batcher = handle.stage(stage)
     return {"name": name, "versions": [handle.version], "platform": "onnxruntime_onnx",
             "inputs": tensor_metadata(batcher.inputs), "outputs": tensor_metadata(batcher.outputs)}
 
 
-@router.get("/models/{name}/ready")
-async def model_ready(name: str, repo: RepositoryDep) -> JSONResponse:
+@router.get("/models/{name}/ready", response_model=V2ModelReady, responses={
+    503: {"model": V2ModelReady, "description": "the model is loading or failed"}})
+async def model_ready(name: ModelName, repo: RepositoryDep) -> JSONResponse:
     handle, _ = lookup(repo, name)
     ok = handle.state == READY
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
@@ -99,7 +110,7 @@ def output_values(batcher: Batcher, inputs: list[Tensor], requested: list[str] |
 
 
 @router.post("/models/{name}/infer")
-async def model_infer(name: str, body: InferRequest, repo: RepositoryDep, deadline: DeadlineDep,
+async def model_infer(name: ModelName, body: InferRequest, repo: RepositoryDep, deadline: DeadlineDep,
                       settings: SettingsDep) -> dict:
     handle, stage = lookup(repo, name)
     requested = [o.name for o in body.outputs] if body.outputs else None
