@@ -13,12 +13,15 @@ schemathesis's pytest plugin ends that lifespan when the test ends.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 import schemathesis
+import schemathesis.specs.openapi
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -31,6 +34,11 @@ from schemathesis.schemas import BaseSchema
 
 from app.api.app import create_app
 from app.settings import Settings
+
+# Import every schemathesis OpenAPI module now, at collection, with a shallow stack: imported lazily deep inside
+# a test run, CPython 3.11.7's compiler can fail with "AST constructor recursion depth mismatch".
+for _module in pkgutil.walk_packages(schemathesis.specs.openapi.__path__, "schemathesis.specs.openapi."):
+    importlib.import_module(_module.name)
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 SEED = 20240611
