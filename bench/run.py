@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 BENCHES = {"extract": "bench.extract", "qa": "bench.qa", "segment": "bench.segment", "explain": "bench.explain",
-           "math": "bench.math", "overload": "bench.overload", "memory": "bench.memory"}
+           "math": "bench.math", "overload": "bench.overload", "memory": "bench.memory",
+           "peers": "bench.peers"}
 
 
 def main(argv: list[str]) -> None:
