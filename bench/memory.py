@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.extract import ROOT, free_port, start
+from bench.extract import ROOT, free_port, start, stop
 
 ORDINARY = [("extract", {"text": "周杰伦出生于台湾省新北市，代表作有《七里香》。"}),
             ("parse", {"text": "中国的首都是北京，上海是最大的城市"}),
@@ -76,8 +76,7 @@ def measure(mode: str, models: Path) -> dict:
                 client.post(f"{base}/{path}", json=body).raise_for_status()
             mix = time.perf_counter() - started
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
     return {"mode": mode, "baseline_mb": round(baseline), "peak_mb": round(peak), "after_mb": round(after),
             "kept_mb": round(after - baseline), "mix_seconds": round(mix, 2), "statuses": statuses}
 

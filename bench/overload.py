@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from bench.extract import ROOT, free_port, start
+from bench.extract import ROOT, free_port, start, stop
 from bench.load import run_load
 
 PAYLOADS = {
@@ -107,11 +106,7 @@ def main(argv: list[str]) -> None:
             print(json.dumps(row, ensure_ascii=False), flush=True)
             rows.append(row)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(40)  # the graceful shutdown lets in-flight requests end
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     print("| endpoint | capacity rps | crowd clients | statuses | goodput rps | goodput / capacity "
           "| p50 / p99 to 429 ms |")
     print("|---|---|---|---|---|---|---|")

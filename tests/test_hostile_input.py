@@ -197,13 +197,13 @@ def test_malformed_tensors_are_400_naming_the_input(inputs, message):
 
 
 def test_bounds_keep_ids_inside_the_vocabulary():
-    bounds = {"token_ids": 100}
-    (row,) = decode_inputs(ids_and_mask([0, 99], (1, 2)), SPECS, bounds)
+    bounded = [TensorSpec("token_ids", "int64", ("batch", "seq"), bound=100), SPECS[1]]
+    (row,) = decode_inputs(ids_and_mask([0, 99], (1, 2)), bounded)
     assert row["token_ids"].tolist() == [0, 99]
     with pytest.raises(BadRequest, match=r"input token_ids: id 100 is outside \[0, 100\)"):
-        decode_inputs(ids_and_mask([0, 100], (1, 2)), SPECS, bounds)
+        decode_inputs(ids_and_mask([0, 100], (1, 2)), bounded)
     with pytest.raises(BadRequest, match="input token_ids: id -1 is negative"):
-        decode_inputs(ids_and_mask([-1, 5], (1, 2)), SPECS, bounds)
+        decode_inputs(ids_and_mask([-1, 5], (1, 2)), bounded)
 
 
 def test_flat_and_nested_data_decode_alike():

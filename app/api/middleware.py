@@ -145,12 +145,12 @@ class RequestMetrics:
         timing: list[tuple[float, float, float]] = []
         TIMING.set(timing)
 
-        large = [int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)]  # body, then response bytes
+        transferred = int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)  # body, then response
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, transferred
             if message["type"] == "http.response.body":
-                large[0] += len(message.get("body", b""))
+                transferred += len(message.get("body", b""))
             if message["type"] == "http.response.start":
                 status = message["status"]
                 total = time.perf_counter() - started
@@ -159,7 +159,7 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_status)
-            if large[0] > LARGE_BYTES:
+            if transferred > LARGE_BYTES:
                 await asyncio.to_thread(trim)
             if scope.get("state", {}).get("client_gone"):
                 status = 499  # nginx's "client closed request": nothing was sent

@@ -49,12 +49,12 @@ def read_config(model: ModelHandle, schema: type[ConfigT]) -> ConfigT:
         raise ValueError(f"{model.config_path}: {problems}") from None
 
 
-def check_text(text: str, field: str, limit: int, limit_name: str, unit: str = "characters") -> None:
+def check_text(text: str, field: str, limit: int, limit_name: str) -> None:
     """The one text check every task applies: not blank, not over the model.json limit `limit_name`."""
     if not text.strip():
         raise InvalidInput(f"{field}: empty text")
     if len(text) > limit:
-        raise InvalidInput(f"{field}: {len(text)} {unit}, over the model's {limit_name} of {limit}")
+        raise InvalidInput(f"{field}: {len(text)} characters, over the model's {limit_name} of {limit}")
 
 
 class Explainer(Protocol):

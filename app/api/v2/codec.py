@@ -92,17 +92,15 @@ def _array(name: str, values: list, spec: TensorSpec, bound: int | None) -> np.n
     return array
 
 
-def decode_inputs(inputs: list[dict], specs: list[TensorSpec],
-                  bounds: dict[str, int] | None = None) -> list[dict[str, np.ndarray]]:
+def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
     """Check v2 input tensors against the model's inputs and cut them into rows (one per batch entry).
 
     `data` may be flat or nested exactly as `shape`; every value must be of the datatype (no true for 1, no
-    1.5 or NaN for an integer) and finite. `bounds` maps an integer input's name to an exclusive upper bound
-    on its values, typically the vocabulary size for `*_ids` and `token` inputs: its values must then lie in
-    [0, bound). Without a bound, `*_ids` and `token` inputs are still refused negative values.
+    1.5 or NaN for an integer) and finite. An input whose spec has a `bound` (model.json: the vocabulary size
+    for token ids, the positions, the labels) must lie in [0, bound); without one, `*_ids` and `token`
+    inputs are still refused negative values.
     Any violation is a BadRequest (400) naming the input, raised before the rows reach a model.
     """
-    bounds = bounds or {}
     given = {t["name"]: t for t in inputs}
     wanted = {s.name for s in specs}
     if unknown := sorted(set(given) - wanted):
@@ -124,7 +122,7 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec],
         if shape[0] < 1 or (spec.seq_axis is not None and shape[spec.seq_axis + 1] < 1):
             raise BadRequest(f"input {spec.name}: empty batch or sequence in shape {shape}")
         values = _flatten(spec.name, t["data"], shape)
-        arrays[spec.name] = _array(spec.name, values, spec, bounds.get(spec.name)).reshape(shape)
+        arrays[spec.name] = _array(spec.name, values, spec, spec.bound).reshape(shape)
         if batch is not None and shape[0] != batch:
             raise BadRequest(f"input {spec.name}: batch size {shape[0]} differs from the other inputs' {batch}")
         batch = shape[0]
@@ -137,7 +135,7 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec],
 async def infer(batcher: Batcher, inputs: list[dict], requested: list[str] | None, deadline: float,
                 permit: Permit | None = None) -> list[dict]:
     """Run v2 input tensors through the batcher; return v2 output tensors (all, or those requested)."""
-    rows = decode_inputs(inputs, batcher.inputs, {s.name: s.bound for s in batcher.inputs if s.bound is not None})
+    rows = decode_inputs(inputs, batcher.inputs)
     names = [s.name for s in batcher.outputs]
     if requested and (unknown := sorted(set(requested) - set(names))):
         raise BadRequest(f"unknown output(s) {unknown}; the model gives {names}")

@@ -99,12 +99,16 @@ async def model_ready(name: ModelName, repo: RepositoryDep) -> JSONResponse:
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
 
+def batch_rows(inputs: list[Tensor]) -> int:
+    """The batch axis: one batcher row per entry."""
+    return max((t.shape[0] for t in inputs if t.shape), default=1)
+
+
 def output_values(batcher: Batcher, inputs: list[Tensor], requested: list[str] | None) -> int:
     """How many values the response would hold (batch and sequence sizes taken from the inputs)."""
-    rows = max((t.shape[0] for t in inputs if t.shape), default=1)
     seq = max((t.shape[s.seq_axis + 1] for s in batcher.inputs for t in inputs
                if t.name == s.name and s.seq_axis is not None and len(t.shape) > s.seq_axis + 1), default=1)
-    sizes = {"batch": rows, SEQ: seq}
+    sizes = {"batch": batch_rows(inputs), SEQ: seq}
     return sum(math.prod(d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape)
                for spec in batcher.outputs if requested is None or spec.name in requested)
 
@@ -119,8 +123,7 @@ async def model_infer(name: ModelName, body: InferRequest, repo: RepositoryDep, 
     if values > settings.max_v2_output_values:
         raise BadRequest(f"the outputs would hold {values:,} values, over the server's max_v2_output_values "
                          f"{settings.max_v2_output_values:,}: send fewer rows or ask for fewer outputs")
-    rows = max((t.shape[0] for t in body.inputs if t.shape), default=1)  # the batch axis: one row per entry
-    async with handle.admit({stage: max(rows, 1)}, deadline) as permit:
+    async with handle.admit({stage: max(batch_rows(body.inputs), 1)}, deadline) as permit:
         outputs = await infer(handle.stage(stage), [t.model_dump() for t in body.inputs], requested, deadline, permit)
     response = {"model_name": name, "model_version": handle.version, "outputs": outputs}
     if body.id is not None:
