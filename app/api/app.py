@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from app import __version__
-from app.api import errors, v2
-from app.api.middleware import BodyLimit, CancelOnDisconnect, RequestMetrics
+from app.api import auth, errors, v2
+from app.api.middleware import CORS, BodyLimit, CancelOnDisconnect, RequestMetrics
 from app.api.routes import explain, extract, qa, segment, solve_math, system
 from app.runtime.batcher import BatchLimits
 from app.runtime.metrics import Metrics
@@ -24,9 +25,16 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Chinese NLP models behind one HTTP API, served by onnxruntime through a dynamic batcher.
 
-Errors are JSON `{"error": {"type", "message"}}`: 413 body too large, 422 invalid input,
-429 queue full (see Retry-After), 503 model not ready, 504 deadline passed.
+Errors are JSON `{"error": {"type", "message"}}`: 401 missing or wrong API key (when keys are configured),
+413 body too large, 422 invalid input, 429 queue full (see Retry-After), 503 model not ready, 504 deadline passed.
+The header `X-Request-Timeout: <seconds>` shortens one request's deadline.
 Metrics for Prometheus at `/metrics`."""
+# Swagger UI with no online validator: its badge would load an image from validator.swagger.io
+SWAGGER_UI = {"validatorUrl": None}
+CORS_HEADERS = {"allow_methods": ["GET", "POST"],
+                "allow_headers": ["Authorization", "Content-Type", "X-Request-Timeout"],
+                "expose_headers": ["Retry-After", "WWW-Authenticate", "X-Total-Time", "X-Queue-Time",
+                                   "X-Inference-Time"]}
 
 
 async def load_models(app: FastAPI) -> None:
@@ -44,14 +52,17 @@ async def load_models(app: FastAPI) -> None:
     await asyncio.gather(*(load_one(h) for h in repo.discover()))
 
 
-def openapi(app: FastAPI) -> dict:
-    """FastAPI's document, minus the 422 it adds to every /v2 route: the protocol answers 400 instead."""
+def openapi(app: FastAPI, public: frozenset[str] | None) -> dict:
+    """FastAPI's document, minus the 422 it adds to every /v2 route: the protocol answers 400 instead; with API
+    keys (`public`: the paths open without one), the bearer scheme and the 401s."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for path, operations in schema["paths"].items():
             if path.startswith("/v2"):
                 for operation in operations.values():
                     operation["responses"].pop("422", None)
+        if public is not None:
+            auth.document(schema, public, ("ErrorResponse", "V2Error"))
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -62,8 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.registry.register(PROCESS_COLLECTOR)
     metrics.registry.register(PLATFORM_COLLECTOR)
 
+    keys = settings.api_key_values()  # read once, at start-up
+    public = auth.public_paths(settings.public_metrics) if keys else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        log.info("API keys: %s; CORS origins: %s", f"{len(keys)}, public paths {sorted(public)}" if keys else "off",
+                 ", ".join(settings.cors_origins) or "off")  # how many keys, never which
         loading = asyncio.create_task(load_models(app))  # serve /healthz and /readyz while loading
         try:
             yield
@@ -71,7 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loading.cancel()
             await app.state.repository.stop()
 
-    app = FastAPI(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI and ReDoc served from fastapi-offline's own files: the pages need no outside URL
+    app = FastAPIOffline(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                         swagger_ui_parameters=SWAGGER_UI)
     app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
                                            BatchLimits(), settings.batching_overrides(), settings.cpu_arena)
@@ -79,8 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (extract.router, qa.router, solve_math.router, segment.router, explain.router, system.router,
                    v2.routes.router):
         app.include_router(router)
-    app.openapi = lambda: openapi(app)
+    app.openapi = lambda: openapi(app, public)
+    # the last added is the outermost: metrics, CORS, keys, body limit, cancel on disconnect, the routes
     app.add_middleware(CancelOnDisconnect)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 413s included
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_v2_bytes=settings.max_v2_body_bytes)
+    if keys:  # before the body limit: without a key, no body is read
+        app.add_middleware(auth.RequireKey, keys=keys, public=public, metrics=metrics)
+    if settings.cors_origins:  # outside the keys: a browser's preflight carries none, and a 401 gets CORS headers
+        app.add_middleware(CORS, allow_origins=settings.cors_origins, **CORS_HEADERS)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 401s and 413s included
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from app.runtime.errors import Unavailable
 from app.runtime.repository import ModelRepository
@@ -29,10 +29,19 @@ def get_repository(request: Request) -> ModelRepository:
     return request.app.state.repository
 
 
-def get_deadline(request: Request) -> float:
-    """The request's deadline on the time.monotonic() clock, counted from its arrival."""
+RequestTimeout = Annotated[float | None, Header(
+    alias="X-Request-Timeout", gt=0, allow_inf_nan=False, examples=[2.5],
+    description="seconds this request may take, counted from its arrival: lowers the server's deadline "
+                "(request_timeout_s) for this request, never raises it; past it the answer is 504")]
+
+
+def get_deadline(request: Request, timeout: RequestTimeout = None) -> float:
+    """The request's deadline on the time.monotonic() clock, counted from its arrival: the server's
+    request_timeout_s, or the client's X-Request-Timeout where shorter (a bad value is refused by validation:
+    422, 400 under /v2)."""
     arrived = getattr(request.state, "arrived", None) or time.monotonic()
-    return arrived + request.app.state.settings.request_timeout_s
+    limit = request.app.state.settings.request_timeout_s
+    return arrived + (limit if timeout is None else min(timeout, limit))
 
 
 def serving_task(request: Request, kind: str) -> Task:

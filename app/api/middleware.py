@@ -1,5 +1,5 @@
-"""ASGI middleware: the body-size limit (413), cancelling the work of a client that left, and request
-timing by endpoint and status."""
+"""ASGI middleware: the body-size limits (413), cancelling the work of a client that left, request timing by
+endpoint and status, and CORS whose refusals are JSON errors."""
 
 from __future__ import annotations
 
@@ -8,26 +8,31 @@ import contextlib
 import json
 import time
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import error_body
+from app.api.errors import error_body, is_v2
 from app.runtime.batcher import TIMING
 from app.runtime.memory import trim
 from app.runtime.metrics import Metrics
 
 
 class BodyLimit:
-    """Reads the whole body first (bodies are small) so an oversized one never reaches a handler."""
+    """Reads the whole body first (bodies are small) so an oversized one never reaches a handler. /v2 has a
+    limit of its own: raw tensors can be far larger than the task routes' texts."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, max_v2_bytes: int | None = None):
+        self.app, self.max_bytes, self.max_v2_bytes = app, max_bytes, max_v2_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        limit = self.max_v2_bytes if is_v2(scope["path"]) else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._reject(scope, send, limit)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -35,8 +40,8 @@ class BodyLimit:
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._reject(scope, send)
+            if size > limit:
+                return await self._reject(scope, send, limit)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
 
@@ -49,9 +54,9 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         # the body every error of that path has: under /v2 the protocol's {"error": "message"}, as documented
-        body = error_body("payload_too_large", f"request body over {self.max_bytes} bytes", scope["path"])
+        body = error_body("payload_too_large", f"request body over {limit} bytes", scope["path"])
         payload = json.dumps(body).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
@@ -167,3 +172,19 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.request_duration.labels(endpoint, str(status)).observe(time.perf_counter() - started)
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS, its refused preflight (a plain-text 400) answered with the JSON error body of its path."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else {}
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and "origin" in headers \
+                and "access-control-request-method" in headers:
+            response = self.preflight_response(request_headers=headers)
+            if response.status_code == 400:
+                kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+                body = error_body("cors_refused", response.body.decode(), scope["path"])
+                response = JSONResponse(body, status_code=400, headers=kept)
+            return await response(scope, receive, send)
+        await super().__call__(scope, receive, send)
