@@ -8,11 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi_offline import FastAPIOffline
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from app import __version__
-from app.api import auth, errors, v2
+from app.api import auth, docs, errors, v2
 from app.api.middleware import CORS, BodyLimit, CancelOnDisconnect, RequestMetrics
 from app.api.routes import explain, extract, qa, segment, solve_math, system
 from app.runtime.batcher import BatchLimits
@@ -29,8 +28,6 @@ Errors are JSON `{"error": {"type", "message"}}`: 401 missing or wrong API key (
 413 body too large, 422 invalid input, 429 queue full (see Retry-After), 503 model not ready, 504 deadline passed.
 The header `X-Request-Timeout: <seconds>` shortens one request's deadline.
 Metrics for Prometheus at `/metrics`."""
-# Swagger UI with no online validator: its badge would load an image from validator.swagger.io
-SWAGGER_UI = {"validatorUrl": None}
 CORS_HEADERS = {"allow_methods": ["GET", "POST"],
                 "allow_headers": ["Authorization", "Content-Type", "X-Request-Timeout"],
                 "expose_headers": ["Retry-After", "WWW-Authenticate", "X-Total-Time", "X-Queue-Time",
@@ -87,9 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loading.cancel()
             await app.state.repository.stop()
 
-    # Swagger UI and ReDoc served from fastapi-offline's own files: the pages need no outside URL
-    app = FastAPIOffline(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                         swagger_ui_parameters=SWAGGER_UI)
+    app = docs.documented_app(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
                                            BatchLimits(), settings.batching_overrides(), settings.cpu_arena)
@@ -99,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.openapi = lambda: openapi(app, public)
     # the last added is the outermost: metrics, CORS, keys, body limit, cancel on disconnect, the routes
+    app.add_middleware(docs.PagePolicy)
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_v2_bytes=settings.max_v2_body_bytes)
     if keys:  # before the body limit: without a key, no body is read

@@ -14,18 +14,17 @@ import hmac
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api import docs
 from app.api.errors import error_body, is_v2
 from app.runtime.metrics import Metrics
 
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-DOCS_FILES = "/static-offline-docs/"  # fastapi-offline's Swagger UI and ReDoc files
 PROBES = frozenset({"/healthz", "/readyz"})
 CHALLENGE = 'Bearer realm="zhserve"'
 SCHEME = "apiKey"  # the OpenAPI security scheme's name: Swagger UI's Authorize button
 
 
 def public_paths(public_metrics: bool) -> frozenset[str]:
-    return PROBES | DOCS_PATHS | ({"/metrics"} if public_metrics else set())
+    return PROBES | docs.PATHS | ({"/metrics"} if public_metrics else set())
 
 
 def bearer_token(scope: Scope) -> bytes | None:
@@ -59,7 +58,7 @@ class RequireKey:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in self.public or path.startswith(DOCS_FILES):
+        if scope["type"] != "http" or path in self.public or path.startswith(docs.FILES):
             return await self.app(scope, receive, send)
         token = bearer_token(scope)
         if token is not None and self.keys.accepts(token):
