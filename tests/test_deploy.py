@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.app import create_app
 from app.settings import Settings
+from tests.debian import program
 from tests.test_api import wait_ready
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -71,7 +72,7 @@ def test_dockerfile_passes_hadolint():
 
 def test_compose_files_follow_the_compose_specification():
     result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec",
-                      "docker-compose.yml", "deploy/compose.gpu.yml")
+                      "docker-compose.yml", "deploy/compose.gpu.yml", "deploy/compose.keys.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -82,3 +83,46 @@ def test_kubernetes_manifests_validate_against_the_schemas():
     for kind in ("deployment/zhserve", "deployment/zhserve-gpu", "horizontalpodautoscaler/zhserve",
                  "poddisruptionbudget/zhserve", "service/zhserve"):
         assert f"passed for resource {kind} " in result.stdout + result.stderr, kind
+    assert "passed for resource secret/zhserve-api-keys " in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return program("promtool", "prometheus")
+
+
+def test_prometheus_config_is_valid_as_shipped(promtool):
+    """Checked where it lies: the rule files it names resolve beside it, as in the compose container's folder."""
+    result = subprocess.run([promtool, "check", "config", "deploy/prometheus/prometheus.yml"], capture_output=True,
+                            text=True, cwd=DEPLOY.parent, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
+
+
+def test_alert_rules_are_valid(promtool):
+    result = subprocess.run([promtool, "check", "rules", "deploy/prometheus/alerts.yml"], capture_output=True,
+                            text=True, cwd=DEPLOY.parent, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_mounts_the_prometheus_folder_whole():
+    """prometheus.yml names its rule files relative to itself: the container must see the folder, not single files."""
+    compose = yaml.safe_load((DEPLOY.parent / "docker-compose.yml").read_text())
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert "./deploy/prometheus:/etc/prometheus:ro" in compose["services"]["prometheus"]["volumes"]
+    for rule_file in config["rule_files"]:
+        assert not Path(rule_file).is_absolute() and (DEPLOY / "prometheus" / rule_file).is_file(), rule_file
+
+
+def test_api_keys_are_wired_in_compose_and_kubernetes():
+    keys = yaml.safe_load((DEPLOY / "compose.keys.yml").read_text())
+    zhserve = keys["services"]["zhserve"]
+    assert zhserve["secrets"] == ["zhserve_api_keys"] and "zhserve_api_keys" in keys["secrets"]
+    assert zhserve["environment"]["ZHSERVE_API_KEY_FILE"] == "/run/secrets/zhserve_api_keys"
+    example = yaml.safe_load((DEPLOY / "k8s" / "api-keys.example.yaml").read_text())
+    for manifest in ("deployment.yaml", "deployment-gpu.yaml"):
+        deployment = yaml.safe_load((DEPLOY / "k8s" / manifest).read_text())
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["ZHSERVE_API_KEYS"]["valueFrom"]["secretKeyRef"]
+        assert ref["optional"] is True, manifest  # no Secret: the server still starts, without keys
+        assert ref["name"] == example["metadata"]["name"] and ref["key"] in example["stringData"], manifest
