@@ -6,6 +6,7 @@ the /v2 body limit run the shipped extractor (models/extract, its own repository
 
 from __future__ import annotations
 
+import http.client
 import re
 from pathlib import Path
 
@@ -181,6 +182,12 @@ def test_no_key_in_metrics_nor_in_the_log_of_a_live_server(tmp_path, empty_repo)
             httpx.get(f"{url}/v1/models", headers=bearer(key))
             httpx.post(f"{url}/extract", json={"text": TEXT}, headers=bearer(key))
         metrics = httpx.get(f"{url}/metrics", headers=bearer(KEYS[0])).text
+        # a raw path (no client normalises it) through the public docs files reaches no keyed route
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("GET", "/static-offline-docs/../v1/models")
+        assert connection.getresponse().status == 404
+        connection.close()
     text = log.read_text()
     assert re.search(r'"GET /v1/models HTTP/1.1" 200', text) and re.search(r'"GET /v1/models HTTP/1.1" 401', text)
     assert "ASGI [" in text and "API keys: 2," in text  # the log did trace every request; it counts the keys
