@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -290,7 +290,7 @@ READINESS = {503: {"model": Readiness, "description": "not ready: a model is sti
 
 # The model repository extension (Triton): POST /v2/repository/index, .../models/{name}/load and /unload.
 class RepositoryIndexRequest(BaseModel):
-    ready: bool = Field(False, description="only the models ready for inference")
+    ready: StrictBool = Field(False, description="only the models ready for inference")
 
 
 class RepositoryIndexEntry(BaseModel):
