@@ -116,14 +116,6 @@ def to_bytes(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
-def wants_binary(parameters: dict | None, default: bool) -> bool:
-    """An output's `binary_data`, else the request's `binary_data_output`; both must be booleans."""
-    value = (parameters or {}).get("binary_data", default)
-    if not isinstance(value, bool):
-        raise BadRequest(f"binary_data {value!r} is not a boolean")
-    return value
-
-
 def frame(header: dict, raw: list[bytes]) -> tuple[bytes, int]:
     """A response body (the JSON header, then the raw tensors) and the header's length in bytes. A model's
     output may hold NaN or infinities: JSON data carries them as NaN and Infinity (read by Python's json and
