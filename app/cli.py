@@ -14,7 +14,7 @@ DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"  # as app.set
 def _serve(args: argparse.Namespace) -> None:
     from app.server import run
 
-    run(models=args.models, host=args.host, port=args.port)
+    run(models=args.models, host=args.host, port=args.port, watch=args.watch)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help=f"model repository (default: settings, else {DEFAULT_MODELS})")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--watch", action="store_true", default=None,
+                   help="poll the repository (every watch_interval_s, default 5): load new models and versions "
+                        "live, unload removed folders (setting ZHSERVE_WATCH)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("eval", help="measure a served model on a data file; last stdout line is JSON")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run(models: str | Path | None = None, host: str | None = None, port: int | None = None) -> None:
+def run(models: str | Path | None = None, host: str | None = None, port: int | None = None,
+        watch: bool | None = None) -> None:
     import uvicorn
 
     from app.api.app import create_app
     from app.settings import Settings
 
-    overrides = {k: v for k, v in {"models": models, "host": host, "port": port}.items() if v is not None}
+    given = {"models": models, "host": host, "port": port, "watch": watch}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = Settings(**overrides)
     # uvicorn closes idle keep-alive sockets and caps open connections; slow headers and stalled bodies need a
     # proxy in front (deploy/nginx/zhserve.conf).

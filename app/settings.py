@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
     max_connections: int = Field(1000, ge=1, description="open connections past this get 503 (uvicorn)")
     shutdown_grace_s: float = Field(25.0, ge=0, description="on SIGTERM, time in-flight requests get to finish")
+    watch: bool = Field(False, description="poll the repository: load new models and versions, unload removed "
+                        "folders (serve --watch)")
+    watch_interval_s: float = Field(5.0, gt=0, description="seconds between two looks at the repository")
     log_level: str = "info"
     access_log: bool = Field(False, description="one log line per request (costs CPU under load)")
     # Access: off by default. Keys are never logged (SecretStr prints as **********).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,6 +30,8 @@ def test_health_and_metadata(client):
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/v2/models/extract.subject/ready").json() == {"name": "extract.subject", "ready": True}
+    assert client.get("/v2/models/extract.subject/versions/1/ready").json()["ready"] is True
+    assert "binary_tensor_data" in client.get("/v2").json()["extensions"]
     meta = client.get("/v2/models/extract.subject").json()
     assert meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "token_ids", "datatype": "INT64", "shape": [-1, -1]}]
@@ -84,3 +89,32 @@ def test_v2_traffic_shares_the_batcher_metrics(client):
     metrics = client.get("/metrics").text
     assert 'zhserve_request_duration_seconds_count{endpoint="/v2/models/{name}/infer",status="200"}' in metrics
     assert 'zhserve_batch_size_count{model="extract/subject"}' in metrics
+
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory):
+    """The shipped qa model beside one whose ONNX file is not one (it fails to load)."""
+    root = tmp_path_factory.mktemp("degraded")
+    (root / "qa").symlink_to(MODELS / "qa", target_is_directory=True)
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "subject.onnx").write_bytes(b"not an onnx file")
+    shutil.copy(MODELS / "extract" / "model.json", root / "broken" / "model.json")
+    with TestClient(create_app(Settings(models=root))) as c:
+        assert wait_ready(c)["models"] == {"broken": "failed", "qa": "ready"}
+        yield c
+
+
+@pytest.mark.slow
+def test_a_failed_model_has_no_statistics_or_configuration(degraded):
+    assert [s["name"] for s in degraded.get("/v2/models/stats").json()["model_stats"]] == ["qa"]
+    assert degraded.get("/v2/models/qa/config").json()["input"][1] == {
+        "name": "question_ids", "data_type": "TYPE_INT64", "dims": [64]}
+    for path in ("config", "stats", "versions/1/stats", "versions/1/config"):
+        r = degraded.get(f"/v2/models/broken.subject/{path}")
+        assert r.status_code == 503 and "model broken is failed" in r.json()["error"], (path, r.text)
+    assert degraded.get("/v2/models/broken.subject/ready").status_code == 503
+    r = degraded.get("/v2/models/qa/versions/7/config")
+    assert r.status_code == 400 and r.json() == {"error": "model 'qa': version '7' is not served (version 1 is)"}

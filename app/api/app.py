@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import asynccontextmanager
 
@@ -13,12 +14,13 @@ from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from app import __version__
 from app.api import auth, docs, errors, v2
 from app.api.middleware import CORS, BodyLimit, CancelOnDisconnect, RequestMetrics
-from app.api.routes import explain, extract, qa, segment, solve_math, system
+from app.api.routes import explain, extract, qa, repository, segment, solve_math, system
 from app.runtime.batcher import BatchLimits
+from app.runtime.control import ModelControl
 from app.runtime.metrics import Metrics
-from app.runtime.repository import ModelHandle, ModelRepository
+from app.runtime.repository import ModelRepository
 from app.settings import Settings
-from app.tasks.registry import load_task
+from app.tasks.registry import build_task
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +36,12 @@ CORS_HEADERS = {"allow_methods": ["GET", "POST"],
                                    "X-Inference-Time"]}
 
 
-async def load_models(app: FastAPI) -> None:
-    """Load every model in its own thread; each failure stays with its model."""
-    repo: ModelRepository = app.state.repository
-
-    async def load_one(handle: ModelHandle) -> None:
-        task = await asyncio.to_thread(load_task, repo, handle)
-        if task is None:
-            return
-        repo.start(handle)
-        app.state.tasks[handle.name] = task
-        log.info("model %s v%s ready (%s) in %.2fs", handle.name, handle.version, handle.providers, handle.load_seconds)
-
-    await asyncio.gather(*(load_one(h) for h in repo.discover()))
+async def serve_models(control: ModelControl, settings: Settings) -> None:
+    """Load every model (each in its own thread, each failure kept to its model), then, with `watch`, poll the
+    repository for new models and versions."""
+    await control.load_all()
+    if settings.watch:
+        await control.watch(settings.watch_interval_s)
 
 
 def openapi(app: FastAPI, public: frozenset[str] | None) -> dict:
@@ -77,20 +72,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         log.info("API keys: %s; CORS origins: %s", f"{len(keys)}, public paths {sorted(public)}" if keys else "off",
                  ", ".join(settings.cors_origins) or "off")  # how many keys, never which
-        loading = asyncio.create_task(load_models(app))  # serve /healthz and /readyz while loading
+        # serve /healthz and /readyz while loading
+        loading = asyncio.create_task(serve_models(app.state.control, settings), name="serve-models")
         try:
             yield
         finally:
             loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await app.state.control.stop()
             await app.state.repository.stop()
 
     app = docs.documented_app(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
                                            BatchLimits(), settings.batching_overrides(), settings.cpu_arena)
+    # a replaced version drains for as long as a request may run, then closes
+    app.state.control = ModelControl(app.state.repository, build_task, app.state.tasks,
+                                     drain_s=settings.request_timeout_s + 1)
     errors.install(app)
     for router in (extract.router, qa.router, solve_math.router, segment.router, explain.router, system.router,
-                   v2.routes.router):
+                   repository.router, v2.routes.router):
         app.include_router(router)
     app.openapi = lambda: openapi(app, public)
     # the last added is the outermost: metrics, CORS, keys, body limit, cancel on disconnect, the routes

@@ -4,10 +4,12 @@ and the one place a task's result gets the response envelope (the model name and
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 
+from app.runtime.control import ModelControl
 from app.runtime.errors import Unavailable
 from app.runtime.repository import ModelRepository
 from app.settings import Settings
@@ -27,6 +29,10 @@ def get_settings(request: Request) -> Settings:
 
 def get_repository(request: Request) -> ModelRepository:
     return request.app.state.repository
+
+
+def get_control(request: Request) -> ModelControl:
+    return request.app.state.control
 
 
 RequestTimeout = Annotated[float | None, Header(
@@ -57,10 +63,14 @@ def serving_task(request: Request, kind: str) -> Task:
 
 
 def task_of(cls: type[T]):
-    """A dependency giving the task object of class `cls` that serves its endpoint."""
+    """A dependency giving the task object of class `cls` that serves its endpoint. The request counts as using
+    that model version until it is done: a reload swaps in a new version beside it and closes this one only
+    once idle, so a request ends on the version it started on."""
 
-    def dependency(request: Request) -> T:
-        return serving_task(request, cls.kind)
+    async def dependency(request: Request) -> AsyncIterator[T]:
+        task = serving_task(request, cls.kind)
+        with task.model.using():
+            yield task
 
     return dependency
 
@@ -72,6 +82,7 @@ def enveloped(task: Task, result: dict) -> dict:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+ControlDep = Annotated[ModelControl, Depends(get_control)]
 DeadlineDep = Annotated[float, Depends(get_deadline)]
 ExtractDep = Annotated[ExtractTask, Depends(task_of(ExtractTask))]
 QADep = Annotated[QATask, Depends(task_of(QATask))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -248,16 +248,29 @@ class ExplainResponse(BaseModel):
 
 # -- system ---------------------------------------------------------------------------------
 
+class ModelUpdate(BaseModel):
+    version: str | None = Field(description="the version loading beside the serving one, or that failed to load")
+    state: str = Field(description="loading or failed")
+    error: str | None = None
+
+
+class FailedUpdate(BaseModel):
+    version: str | None
+    error: str | None
+
+
 class ModelInfo(BaseModel):
     name: str
-    version: str | None
+    version: str | None = Field(description="the version serving")
     task: str
-    state: str = Field(description="loading, ready or failed")
+    state: str = Field(description="loading, ready, failed or unloaded")
     error: str | None = None
     providers: list[str]
     quality: dict | None = Field(None, description="measured quality, with the data split and command")
     limits: dict[str, int] | None = Field(None, description="what the model accepts per request (model.json limits)")
     stages: list[str]
+    update: ModelUpdate | None = Field(None, description="a new version loading, or one that failed to load while "
+                                       "this version kept serving")
 
 
 class ModelList(BaseModel):
@@ -266,8 +279,31 @@ class ModelList(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    models: dict[str, str] = Field(description="each model's state: loading, ready or failed")
+    models: dict[str, str] = Field(description="each model's state: loading, ready, failed or unloaded")
+    failed_updates: dict[str, FailedUpdate] = Field(
+        default_factory=dict, description="models whose new version failed to load (the previous one serves)")
 
 
 # /readyz answers 503 with its own body (not an error body): load balancers read the status, people the states.
 READINESS = {503: {"model": Readiness, "description": "not ready: a model is still loading, or none is ready"}}
+
+
+# The model repository extension (Triton): POST /v2/repository/index, .../models/{name}/load and /unload.
+class RepositoryIndexRequest(BaseModel):
+    ready: StrictBool = Field(False, description="only the models ready for inference")
+
+
+class RepositoryIndexEntry(BaseModel):
+    name: str
+    version: str | None = Field(None, description="left out when the model has no version folder")
+    state: str = Field(description="READY, LOADING or UNAVAILABLE")
+    reason: str = Field(description="why it is not ready (the load error, 'unloaded', 'not loaded'); empty if ready")
+
+
+class RepositoryLoadRequest(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Triton's; zhserve takes none")
+
+
+class RepositoryUnloadRequest(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict,
+                                       description="unload_dependents (bool) is accepted; zhserve models have none")

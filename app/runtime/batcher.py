@@ -28,6 +28,7 @@ from app.runtime.admission import Permit
 from app.runtime.backend import Arrays, Backend
 from app.runtime.errors import BackendError, BadRequest, DeadlineExceeded, Unavailable
 from app.runtime.metrics import Metrics
+from app.runtime.stats import Compute, InferenceStats
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class _Pending:
     gone: str = "deadline"  # why the row is dropped if its future is done before it runs
     ran: float = 0.0  # when its batch started and ended (time.monotonic())
     done: float = 0.0
+    compute: Compute | None = None  # its batch's compute time (one object shared by the rows of a batch)
 
 
 class Batcher:
@@ -95,6 +97,7 @@ class Batcher:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._worker: asyncio.Task | None = None
         self.seconds_per_row = 0.0  # measured: a moving average over batches, read by admission
+        self.stats = InferenceStats()  # requests and executions, as the v2 statistics extension reports them
         metrics.touch_model(name)
 
     # -- public API -------------------------------------------------------------------------
@@ -127,6 +130,18 @@ class Batcher:
         """
         if not rows:
             return []
+        started = time.monotonic()
+        try:
+            pending = await self._submit(rows, deadline, permit)
+        except BaseException:  # refused, deadline, client gone, backend error: a failed request
+            self.stats.failed(time.monotonic() - started)
+            raise
+        batches = list({id(p.compute): p for p in pending}.values())  # one row per batch the request ran in
+        self.stats.succeeded(time.monotonic() - started, sum((p.compute for p in batches), Compute()),
+                             sum(p.done - p.ran for p in batches))
+        return [p.future.result() for p in pending]
+
+    async def _submit(self, rows: list[Arrays], deadline: float, permit: Permit | None) -> list[_Pending]:
         lengths = [self._length(r) for r in rows]
         if self.max_length is not None and max(lengths) > self.max_length:
             raise BadRequest(f"model {self.name}: a row of length {max(lengths)}, over the stage's max_length "
@@ -141,12 +156,12 @@ class Batcher:
         self._arrived.set()
         try:
             async with asyncio.timeout_at(self._loop_time(deadline)):
-                results = list(await asyncio.gather(*(p.future for p in pending)))
+                await asyncio.gather(*(p.future for p in pending))
             if permit is not None:
                 permit.spent(len(rows), len(rows) * self.seconds_per_row)
             if (timing := TIMING.get()) is not None:
                 timing.extend((p.enqueued, p.ran, p.done) for p in pending)
-            return results
+            return pending
         except TimeoutError:
             raise DeadlineExceeded(f"model {self.name}: deadline passed before the rows were run") from None
         except asyncio.CancelledError:
@@ -219,14 +234,14 @@ class Batcher:
             self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._run_isolated, [p.row for p in batch])
+            results, compute = await loop.run_in_executor(self._executor, self._run_isolated, [p.row for p in batch])
         except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
-            results = [exc] * len(batch)
+            results, compute = [exc] * len(batch), Compute()
         per_row = (time.monotonic() - started) / len(batch)
         self.seconds_per_row = per_row if not self.seconds_per_row else 0.8 * self.seconds_per_row + 0.2 * per_row
         done = time.monotonic()
         for p in batch:
-            p.ran, p.done = started, done
+            p.ran, p.done, p.compute = started, done, compute
         self.metrics.batch_size.labels(self.name).observe(len(batch))
         self.metrics.rows.labels(self.name).inc(len(batch))
         self.metrics.batch_tokens.labels(self.name, "real").inc(sum(p.length for p in batch))
@@ -242,28 +257,39 @@ class Batcher:
         self._running = 0
         self._gauges()
 
-    def _run_isolated(self, rows: list[Arrays]) -> list[Arrays | Exception]:
-        """Run the batch; if it fails, run each row alone so only the bad rows fail."""
+    def _run_isolated(self, rows: list[Arrays]) -> tuple[list[Arrays | Exception], Compute]:
+        """Run the batch; if it fails, run each row alone so only the bad rows fail. Returns the rows' results
+        and the compute time of the runs that succeeded."""
         try:
             return self._run(rows)
         except Exception as exc:  # noqa: BLE001
             if len(rows) == 1:
                 log.warning("model %s: row failed: %s", self.name, exc)
-                return [exc]
+                return [exc], Compute()
             log.warning("model %s: batch of %d failed (%s); retrying row by row", self.name, len(rows), exc)
             out: list[Arrays | Exception] = []
+            total = Compute()
             for row in rows:
                 try:
-                    out.extend(self._run([row]))
+                    result, compute = self._run([row])
+                    out.extend(result)
+                    total += compute
                 except Exception as row_exc:  # noqa: BLE001
                     out.append(row_exc)
-            return out
+            return out, total
 
-    def _run(self, rows: list[Arrays]) -> list[Arrays]:
+    def _run(self, rows: list[Arrays]) -> tuple[list[Arrays], Compute]:
         started = time.perf_counter()
-        outputs = self.backend.run(collate(rows, self.inputs))
-        self.metrics.inference_duration.labels(self.name).observe(time.perf_counter() - started)
-        return split(outputs, [self._length(r) for r in rows], self.outputs)
+        batch = collate(rows, self.inputs)
+        collated = time.perf_counter()
+        outputs = self.backend.run(batch)
+        ran = time.perf_counter()
+        result = split(outputs, [self._length(r) for r in rows], self.outputs)
+        done = time.perf_counter()
+        self.metrics.inference_duration.labels(self.name).observe(done - started)
+        compute = Compute(collated - started, ran - collated, done - ran)
+        self.stats.executed(len(rows), compute)
+        return result, compute
 
     # -- helpers ----------------------------------------------------------------------------
 

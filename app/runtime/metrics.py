@@ -37,6 +37,9 @@ class Metrics:
             "zhserve_rows_dropped", "Rows dropped before inference, by reason (deadline, client_gone, shutdown)",
             ["model", "reason"], registry=r)
         self.model_ready = Gauge("zhserve_model_ready", "1 when the model is loaded and ready", ["model"], registry=r)
+        self.model_loads = Counter(
+            "zhserve_model_loads", "Model version loads (startup, repository API, watch), by result (success, "
+            "failure)", ["model", "result"], registry=r)
         self.errors = Counter("zhserve_errors", "Errors returned, by type", ["type"], registry=r)
         for error_type in ERROR_TYPES:  # exported at 0 from the start, so rates and alerts have a series
             self.errors.labels(error_type)

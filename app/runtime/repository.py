@@ -2,16 +2,20 @@
 
 A model is one or more ONNX stages (model.json "stages"), each with its own session and batcher.
 Every model loads on its own: one that fails is recorded as failed (reported by /readyz and
-/v1/models) and never takes the others down.
+/v1/models) and never takes the others down. A ModelHandle is one loaded version: a new version gets
+a new handle beside the old one (app/runtime/control.py swaps them), and the old one is closed once
+the requests that took it (`in_use`) are done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from app.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED = "loading", "ready", "failed"
+LOADING, READY, FAILED, UNLOADED = "loading", "ready", "failed", "unloaded"
 
 
 @dataclass
@@ -42,6 +46,25 @@ class ModelHandle:
     state: str = LOADING
     error: str | None = None
     load_seconds: float | None = None
+    in_use: int = 0  # requests holding this version (a route's task dependency, an admission permit)
+    idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set while in_use is 0
+    closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set once closed
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @contextmanager
+    def using(self) -> Iterator[ModelHandle]:
+        """Count a request on this version while it runs, so a swap closes the version only once it is idle.
+        On the event loop only (asyncio.Event is not thread-safe)."""
+        self.in_use += 1
+        self.idle.clear()
+        try:
+            yield self
+        finally:
+            self.in_use -= 1
+            if self.in_use == 0:
+                self.idle.set()
 
     @property
     def task(self) -> str:
@@ -51,11 +74,15 @@ class ModelHandle:
         self._check_ready()
         return self.stages[name]
 
-    def admit(self, rows: dict[str, int], deadline: float) -> AbstractAsyncContextManager[Permit]:
+    @asynccontextmanager
+    async def admit(self, rows: dict[str, int], deadline: float) -> AsyncIterator[Permit]:
         """A permit for a request's estimated rows per stage, taken before its first stage (429 at once
-        when the model cannot take it in time); hold it until the request is done."""
+        when the model cannot take it in time); hold it until the request is done. The request counts
+        as using this version meanwhile."""
         self._check_ready()
-        return self.admission.permit(rows, deadline)
+        with self.using():
+            async with self.admission.permit(rows, deadline) as permit:
+                yield permit
 
     def _check_ready(self) -> None:
         if self.state != READY:
@@ -65,6 +92,10 @@ class ModelHandle:
         return {"name": self.name, "version": self.version, "task": self.task, "state": self.state,
                 "error": self.error, "providers": self.providers, "quality": self.config.get("quality"),
                 "limits": self.config.get("limits"), "stages": sorted(self.config.get("stages", {}))}
+
+
+def version_folders(model_dir: Path) -> list[Path]:
+    return sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def latest_version(model_dir: Path) -> Path:
@@ -96,27 +127,67 @@ class ModelRepository:
         self.defaults, self.overrides = defaults or BatchLimits(), overrides or {}
         self.models: dict[str, ModelHandle] = {}
 
+    def names(self) -> list[str]:
+        """The models on disk now: every folder holding a model.json."""
+        return sorted(p.parent.name for p in self.root.glob("*/model.json"))
+
+    def read(self, name: str) -> ModelHandle:
+        """A new handle for the highest version of models/<name> (a broken model.json makes a failed one)."""
+        config_path = self.root / name / "model.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except Exception as exc:  # noqa: BLE001
+            return ModelHandle(name, {}, config_path, state=FAILED, error=f"bad model.json: {exc}")
+        handle = ModelHandle(name, config, config_path)
+        try:
+            handle.directory = latest_version(self.root / name)
+            handle.version = handle.directory.name
+        except OSError:  # no version folder yet: load() reports it
+            pass
+        return handle
+
+    def signature(self, name: str) -> tuple:
+        """What a load of models/<name> would read: the highest version folder's files (names, sizes, mtimes)
+        and model.json's mtime. A failed version is tried again only once this changes (a copy completes)."""
+        def stat(path: Path) -> tuple:
+            try:
+                s = path.stat()
+                return path.name, s.st_size, s.st_mtime_ns
+            except OSError:  # gone meanwhile
+                return path.name, None, None
+
+        model_dir = self.root / name
+        versions = version_folders(model_dir) if model_dir.is_dir() else []
+        files = tuple(stat(p) for p in sorted(versions[-1].rglob("*"))) if versions else ()
+        return stat(model_dir / "model.json"), versions[-1].name if versions else None, files
+
     def discover(self) -> list[ModelHandle]:
         """Read every models/<name>/model.json (a broken one becomes a failed model)."""
-        for config_path in sorted(self.root.glob("*/model.json")):
-            name = config_path.parent.name
-            try:
-                config = json.loads(config_path.read_text(encoding="utf-8"))
-                self.models[name] = ModelHandle(name, config, config_path)
-            except Exception as exc:  # noqa: BLE001
-                self.models[name] = ModelHandle(name, {}, config_path, state=FAILED, error=f"bad model.json: {exc}")
+        for name in self.names():
+            self.models[name] = self.read(name)
             self.metrics.model_ready.labels(name).set(0)
         return list(self.models.values())
 
     def load(self, handle: ModelHandle) -> None:
-        """Create the sessions and batchers of one model (blocking: call from a thread)."""
+        """Create the sessions and batchers of one model (blocking: call from a thread); failures mark it failed."""
         if handle.state == FAILED:
             return
-        started = time.monotonic()
         try:
-            directory = latest_version(self.root / handle.name)
+            self.open(handle)
+        except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
+            log.exception("model %s failed to load", handle.name)
+            self.mark_failed(handle, f"{type(exc).__name__}: {exc}")
+
+    def open(self, handle: ModelHandle) -> None:
+        """Create the sessions and batchers of the handle's version and warm them up (blocking: call from a
+        thread). Raises on failure, leaving nothing open and the repository's other handles untouched."""
+        if handle.state == FAILED:
+            raise ValueError(handle.error)
+        started = time.monotonic()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{handle.name}")
+        try:
+            directory = handle.directory or latest_version(self.root / handle.name)
             stages = {}
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{handle.name}")
             for stage_name, spec in handle.config["stages"].items():
                 backend = OnnxBackend(directory / spec["file"], self.device, self.threads, self.cpu_arena)
                 inputs = [TensorSpec.from_dict(k, v) for k, v in spec["inputs"].items()]
@@ -136,9 +207,9 @@ class ModelRepository:
             handle.admission = Admission(handle.name, stages, max_rows)
             handle.executor = executor
             handle.load_seconds = round(time.monotonic() - started, 3)
-        except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
-            log.exception("model %s failed to load", handle.name)
-            self.mark_failed(handle, f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def start(self, handle: ModelHandle) -> None:
         """Start the loaded model's batchers (on the event loop) and report it ready."""
@@ -151,9 +222,15 @@ class ModelRepository:
         handle.state, handle.error = FAILED, error
         self.metrics.model_ready.labels(handle.name).set(0)
 
+    async def close(self, handle: ModelHandle) -> None:
+        """Stop one version's batchers (rows still queued fail as unavailable) and its inference thread."""
+        handle.state = UNLOADED
+        for batcher in handle.stages.values():
+            await batcher.stop()
+        if handle.executor is not None:
+            handle.executor.shutdown(wait=False, cancel_futures=True)
+        handle.closed.set()
+
     async def stop(self) -> None:
-        for handle in self.models.values():
-            for batcher in handle.stages.values():
-                await batcher.stop()
-            if handle.executor is not None:
-                handle.executor.shutdown(wait=False, cancel_futures=True)
+        for handle in list(self.models.values()):
+            await self.close(handle)

@@ -26,15 +26,20 @@ def serving_model(models: list[ModelHandle], kind: str) -> ModelHandle | None:
     return candidates[0] if candidates else None
 
 
+def build_task(handle: ModelHandle) -> Task:
+    """The task object serving a loaded model (its model.json "task"); raises naming what is wrong."""
+    if handle.task not in TASKS:
+        raise ValueError(f"{handle.config_path}: task: {handle.task!r} is not one of {sorted(TASKS)}")
+    return TASKS[handle.task](handle)
+
+
 def load_task(repo: ModelRepository, handle: ModelHandle) -> Task | None:
     """Load one model (blocking) and build its task object; None, with the model marked failed, if either fails."""
     repo.load(handle)
     if handle.state == FAILED:
         return None
     try:
-        if handle.task not in TASKS:
-            raise ValueError(f"{handle.config_path}: task: {handle.task!r} is not one of {sorted(TASKS)}")
-        return TASKS[handle.task](handle)
+        return build_task(handle)
     except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
         log.exception("model %s: task set-up failed", handle.name)
         repo.mark_failed(handle, f"{type(exc).__name__}: {exc}")

@@ -23,8 +23,9 @@ async def explain(body: ExplainRequest, request: Request, deadline: DeadlineDep)
     task = serving_task(request, body.task)
     if task.explainer is None:
         raise InvalidInput(f"task: the {body.task} model has no gradient graph to explain with")
-    result = enveloped(task, await task.explainer.explain(body.text, body.target, deadline, body.steps, body.method,
-                                                          body.baseline))
+    with task.model.using():  # a reload closes this version only once the request is done
+        result = enveloped(task, await task.explainer.explain(body.text, body.target, deadline, body.steps,
+                                                              body.method, body.baseline))
     if body.format == "html":
         return HTMLResponse(render_html(result))
     if body.format == "png":

@@ -1,7 +1,8 @@
-"""Raw tensor inference for the Open Inference Protocol (KServe v2): JSON tensors <-> batcher rows.
+"""Raw tensor inference for the Open Inference Protocol (KServe v2): request tensors <-> batcher rows.
 
 A request's tensors carry a batch axis; each batch entry becomes one batcher row, so raw requests
-share batches (and metrics, deadlines, backpressure) with the task endpoints.
+share batches (and metrics, deadlines, backpressure) with the task endpoints. A tensor comes as JSON `data`
+or as raw bytes (the binary tensor data extension, app/api/v2/binary.py); both are checked alike.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import reprlib
 
 import numpy as np
 
+from app.api.v2.binary import RAW, from_bytes, to_bytes
 from app.runtime.admission import Permit
 from app.runtime.batcher import Batcher, TensorSpec
 from app.runtime.errors import BadRequest
@@ -61,9 +63,9 @@ def _flatten(name: str, data: object, shape: list[int]) -> list:
     return values
 
 
-def _array(name: str, values: list, spec: TensorSpec, bound: int | None) -> np.ndarray:
-    """Values checked one by one against the datatype (numpy would silently turn true into 1, or fail with
-    an error of its own), then as an array of the spec's dtype."""
+def _json_array(name: str, values: list, spec: TensorSpec) -> np.ndarray:
+    """JSON values checked one by one against the datatype (numpy would silently turn true into 1, or fail with
+    an error of its own), then made an array of the spec's dtype (flat)."""
     dtype = np.dtype(spec.dtype)
     allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.kind]  # JSON gives no other types
     if not set(map(type, values)) <= allowed:
@@ -72,10 +74,7 @@ def _array(name: str, values: list, spec: TensorSpec, bound: int | None) -> np.n
                          f"({type(bad).__name__})")
     if dtype.kind in "iu" and values:
         low, high = min(values), max(values)
-        if (bound is not None or _is_id(name)) and low < 0:
-            raise BadRequest(f"input {name}: id {low} is negative")
-        if bound is not None and high >= bound:
-            raise BadRequest(f"input {name}: id {high} is outside [0, {bound})")
+        _check_ids(name, low, high, spec)
         info = np.iinfo(dtype)
         if low < info.min or high > info.max:
             raise BadRequest(f"input {name}: {low if low < info.min else high} is outside the range of "
@@ -87,8 +86,29 @@ def _array(name: str, values: list, spec: TensorSpec, bound: int | None) -> np.n
             array = np.array(values, dtype=np.float64).astype(dtype)
     except OverflowError:  # an integer too large for a float64
         array = np.array([np.inf])
-    if not np.isfinite(array).all():  # NaN or inf would come back as outputs no JSON response can carry
+    _check_finite(name, array, spec)
+    return array
+
+
+def _check_ids(name: str, low: int, high: int, spec: TensorSpec) -> None:
+    if (spec.bound is not None or _is_id(name)) and low < 0:
+        raise BadRequest(f"input {name}: id {low} is negative")
+    if spec.bound is not None and high >= spec.bound:
+        raise BadRequest(f"input {name}: id {high} is outside [0, {spec.bound})")
+
+
+def _check_finite(name: str, array: np.ndarray, spec: TensorSpec) -> None:
+    # NaN or inf in an input only spreads through the model, into outputs no strict JSON reader takes
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BadRequest(f"input {name}: data holds NaN, infinity or a value too large for {NUMPY_TO_V2[spec.dtype]}")
+
+
+def _raw_array(name: str, raw: bytes, datatype: str, shape: list[int], spec: TensorSpec) -> np.ndarray:
+    """Raw bytes of the right size as an array; ids and floats checked as JSON ones are."""
+    array = from_bytes(name, raw, datatype, shape)
+    if array.dtype.kind in "iu" and array.size:
+        _check_ids(name, int(array.min()), int(array.max()), spec)
+    _check_finite(name, array, spec)
     return array
 
 
@@ -96,9 +116,10 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str,
     """Check v2 input tensors against the model's inputs and cut them into rows (one per batch entry).
 
     `data` may be flat or nested exactly as `shape`; every value must be of the datatype (no true for 1, no
-    1.5 or NaN for an integer) and finite. An input whose spec has a `bound` (model.json: the vocabulary size
-    for token ids, the positions, the labels) must lie in [0, bound); without one, `*_ids` and `token`
-    inputs are still refused negative values.
+    1.5 or NaN for an integer) and finite. A binary input (its raw bytes under RAW) must hold exactly the bytes
+    of its shape and datatype, and is checked alike. An input whose spec has a `bound` (model.json: the
+    vocabulary size for token ids, the positions, the labels) must lie in [0, bound); without one, `*_ids` and
+    `token` inputs are still refused negative values.
     Any violation is a BadRequest (400) naming the input, raised before the rows reach a model.
     """
     given = {t["name"]: t for t in inputs}
@@ -121,8 +142,13 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str,
                 raise BadRequest(f"input {spec.name}: axis {axis} is {got}, expected {want}")
         if shape[0] < 1 or (spec.seq_axis is not None and shape[spec.seq_axis + 1] < 1):
             raise BadRequest(f"input {spec.name}: empty batch or sequence in shape {shape}")
-        values = _flatten(spec.name, t["data"], shape)
-        arrays[spec.name] = _array(spec.name, values, spec, spec.bound).reshape(shape)
+        if RAW in t:
+            array = _raw_array(spec.name, t[RAW], t["datatype"], shape, spec)
+        elif t.get("data") is None:
+            raise BadRequest(f"input {spec.name}: no data and no binary_data_size")
+        else:
+            array = _json_array(spec.name, _flatten(spec.name, t["data"], shape), spec).reshape(shape)
+        arrays[spec.name] = array
         if batch is not None and shape[0] != batch:
             raise BadRequest(f"input {spec.name}: batch size {shape[0]} differs from the other inputs' {batch}")
         batch = shape[0]
@@ -133,16 +159,27 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str,
 
 
 async def infer(batcher: Batcher, inputs: list[dict], requested: list[str] | None, deadline: float,
-                permit: Permit | None = None) -> list[dict]:
-    """Run v2 input tensors through the batcher; return v2 output tensors (all, or those requested)."""
+                permit: Permit | None = None) -> dict[str, np.ndarray]:
+    """Run v2 input tensors through the batcher; return the output arrays (all, or those requested, in that
+    order) with the batch axis."""
     rows = decode_inputs(inputs, batcher.inputs)
     names = [s.name for s in batcher.outputs]
     if requested and (unknown := sorted(set(requested) - set(names))):
         raise BadRequest(f"unknown output(s) {unknown}; the model gives {names}")
     results = await batcher.submit(rows, deadline, permit)
-    outputs = []
-    for name in requested or names:
-        value = np.stack([r[name] for r in results])
-        outputs.append({"name": name, "datatype": NUMPY_TO_V2[str(value.dtype)], "shape": list(value.shape),
-                        "data": value.reshape(-1).tolist()})
-    return outputs
+    return {name: np.stack([r[name] for r in results]) for name in requested or names}
+
+
+def encode_outputs(arrays: dict[str, np.ndarray], binary: dict[str, bool]) -> tuple[list[dict], list[bytes]]:
+    """v2 output tensors: JSON `data`, or (where `binary` says) `parameters.binary_data_size` and the raw bytes
+    that follow the response's JSON, in the same order."""
+    outputs, raw = [], []
+    for name, value in arrays.items():
+        tensor = {"name": name, "datatype": NUMPY_TO_V2[str(value.dtype)], "shape": list(value.shape)}
+        if binary.get(name):
+            raw.append(to_bytes(value))
+            tensor["parameters"] = {"binary_data_size": len(raw[-1])}
+        else:
+            tensor["data"] = value.reshape(-1).tolist()
+        outputs.append(tensor)
+    return outputs, raw
