@@ -147,6 +147,7 @@ async def test_reload_under_load_switches_versions_without_a_failed_request(tmp_
         assert v2.version == "2" and v2.state == "ready" and not v2.closed.is_set()
         assert await extract_version(client) == "2"
         assert await metric(client, 'zhserve_model_loads_total{model="extract",result="success"}') == 2.0
+        assert await metric(client, 'zhserve_model_loads_total{model="extract",result="failure"}') == 0.0
 
 
 async def test_a_broken_version_leaves_the_old_one_serving_and_is_reported(tmp_path):
@@ -200,7 +201,10 @@ async def test_unload_answers_503_for_that_model_only_until_it_is_loaded(tmp_pat
         assert [e["name"] for e in await index(client, b'{"ready": true}')] == ["qa"]
         await asyncio.wait_for(v1.closed.wait(), 30)
         assert_closed(v1)
-        assert (await client.get("/readyz")).status_code == 200  # qa serves; extract was unloaded on purpose
+        # qa serves; extract was unloaded on purpose, so the server stays ready
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        assert (await client.get("/v2/models/extract.subject/ready")).json()["ready"] is False
 
         assert (await client.post("/v2/repository/models/extract/load")).status_code == 200
         assert await extract_version(client) == "1"

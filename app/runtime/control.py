@@ -82,6 +82,8 @@ class ModelControl:
                 return False
 
     async def _load(self, name: str) -> ModelHandle:
+        for result in ("success", "failure"):  # both series exist from the first load, for rates and alerts
+            self.repo.metrics.model_loads.labels(name, result)
         old = self.repo.models.get(name)
         serving = old if old is not None and old.state == READY else None
         signature = self.repo.signature(name)
