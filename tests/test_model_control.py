@@ -199,6 +199,9 @@ async def test_unload_answers_503_for_that_model_only_until_it_is_loaded(tmp_pat
         assert {e["name"]: (e["state"], e["reason"]) for e in await index(client)} == {
             "extract": ("UNAVAILABLE", "unloaded"), "qa": ("READY", "")}
         assert [e["name"] for e in await index(client, b'{"ready": true}')] == ["qa"]
+        r = await client.post("/v2/repository/index", content=b'{"ready": true}',  # as `curl -d` sends it
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+        assert [e["name"] for e in r.json()] == ["qa"]
         await asyncio.wait_for(v1.closed.wait(), 30)
         assert_closed(v1)
         # qa serves; extract was unloaded on purpose, so the server stays ready
