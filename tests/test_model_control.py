@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -147,6 +148,33 @@ async def test_reload_under_load_switches_versions_without_a_failed_request(tmp_
         assert v2.version == "2" and v2.state == "ready" and not v2.closed.is_set()
         assert await extract_version(client) == "2"
         assert await metric(client, 'zhserve_model_loads_total{model="extract",result="success"}') == 2.0
+        assert await metric(client, 'zhserve_model_loads_total{model="extract",result="failure"}') == 0.0
+
+
+async def test_the_old_version_serves_its_requests_until_the_last_ends_or_the_drain_deadline(tmp_path):
+    root = repository(tmp_path, "extract")
+    async with serving(root, request_timeout_s=0.5) as (app, client):  # drain deadline: 1.5 s
+        v1, v1_task = app.state.repository.models["extract"], app.state.tasks["extract"]
+        add_version(root, "extract", 2)
+        with v1.using():  # a request that started on version 1 and is still running
+            await app.state.control.load("extract")
+            assert await extract_version(client) == "2"
+            for _ in range(50):  # let the retiring task run as far as it can
+                await asyncio.sleep(0)
+            assert not v1.closed.is_set()
+            # the running request goes on on version 1: its batchers and inference thread still work
+            assert v1_task.model is v1 and (await v1_task.extract([TEXTS[0]], time.monotonic() + 5))[0]
+        await asyncio.wait_for(v1.closed.wait(), 30)  # closed once that request ended
+        assert_closed(v1)
+
+        v2 = app.state.repository.models["extract"]
+        add_version(root, "extract", 3)
+        v2.in_use += 1  # a request that never ends: the drain deadline closes the version anyway
+        v2.idle.clear()
+        await app.state.control.load("extract")
+        await asyncio.wait_for(v2.closed.wait(), 30)
+        assert v2.state == "unloaded" and all(b._worker is None for b in v2.stages.values())
+        assert await extract_version(client) == "3"
 
 
 async def test_a_broken_version_leaves_the_old_one_serving_and_is_reported(tmp_path):
@@ -198,9 +226,15 @@ async def test_unload_answers_503_for_that_model_only_until_it_is_loaded(tmp_pat
         assert {e["name"]: (e["state"], e["reason"]) for e in await index(client)} == {
             "extract": ("UNAVAILABLE", "unloaded"), "qa": ("READY", "")}
         assert [e["name"] for e in await index(client, b'{"ready": true}')] == ["qa"]
+        r = await client.post("/v2/repository/index", content=b'{"ready": true}',  # as `curl -d` sends it
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+        assert [e["name"] for e in r.json()] == ["qa"]
         await asyncio.wait_for(v1.closed.wait(), 30)
         assert_closed(v1)
-        assert (await client.get("/readyz")).status_code == 200  # qa serves; extract was unloaded on purpose
+        # qa serves; extract was unloaded on purpose, so the server stays ready
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        assert (await client.get("/v2/models/extract.subject/ready")).json()["ready"] is False
 
         assert (await client.post("/v2/repository/models/extract/load")).status_code == 200
         assert await extract_version(client) == "1"

@@ -17,7 +17,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from app.runtime.repository import FAILED, LOADING, READY, UNLOADED, ModelHandle, ModelRepository, version_folders
+from app.runtime.repository import (
+    FAILED,
+    LOADING,
+    READY,
+    UNLOADED,
+    ModelHandle,
+    ModelRepository,
+    Signature,
+    version_folders,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,7 @@ class ModelControl:
         self.repo, self.build, self.tasks, self.drain_s = repo, build, tasks, drain_s
         self.updates: dict[str, Update] = {}
         self.unloaded: set[str] = set()  # unloaded through the API: the watch does not bring them back
-        self.tried: dict[str, tuple] = {}  # the files a failed load read: not tried again until they change
+        self.tried: dict[str, Signature] = {}  # the files a failed load read: not tried again until they change
         self._locks: dict[str, asyncio.Lock] = {}
         self._retiring: dict[asyncio.Task, ModelHandle] = {}
 
@@ -82,6 +91,8 @@ class ModelControl:
                 return False
 
     async def _load(self, name: str) -> ModelHandle:
+        for result in ("success", "failure"):  # both series exist from the first load, for rates and alerts
+            self.repo.metrics.model_loads.labels(name, result)
         old = self.repo.models.get(name)
         serving = old if old is not None and old.state == READY else None
         signature = self.repo.signature(name)
@@ -115,7 +126,7 @@ class ModelControl:
             handle.executor.shutdown(wait=False, cancel_futures=True)
             raise
 
-    def _failed(self, handle: ModelHandle, serving: ModelHandle | None, signature: tuple,
+    def _failed(self, handle: ModelHandle, serving: ModelHandle | None, signature: Signature,
                 error: str) -> ControlError:
         """Record and report a failed load; the error to raise."""
         name = handle.name
@@ -189,7 +200,7 @@ class ModelControl:
             return True
         if handle.state != READY or (update is not None and update.state == LOADING):
             return False
-        return handle.version != signature[1]  # a new version folder, or the serving one removed
+        return handle.version != signature.version  # a new version folder, or the serving one removed
 
     async def poll_once(self) -> list[tuple[str, str]]:
         """One look at the repository: load new models and new versions, retry a failed version whose files

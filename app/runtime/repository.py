@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -99,10 +100,18 @@ def version_folders(model_dir: Path) -> list[Path]:
 
 
 def latest_version(model_dir: Path) -> Path:
-    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = version_folders(model_dir)
     if not versions:
         raise FileNotFoundError(f"no numbered version folder in {model_dir}")
-    return max(versions, key=lambda p: int(p.name))
+    return versions[-1]
+
+
+class Signature(NamedTuple):
+    """What a load of a model would read (ModelRepository.signature)."""
+
+    config: tuple  # model.json: (name, size, mtime)
+    version: str | None  # the highest version folder
+    files: tuple  # its files: (relative path, size, mtime) each
 
 
 def warmup_batch(inputs: list[TensorSpec], length: int = 8) -> dict[str, np.ndarray]:
@@ -146,20 +155,22 @@ class ModelRepository:
             pass
         return handle
 
-    def signature(self, name: str) -> tuple:
+    def signature(self, name: str) -> Signature:
         """What a load of models/<name> would read: the highest version folder's files (names, sizes, mtimes)
         and model.json's mtime. A failed version is tried again only once this changes (a copy completes)."""
-        def stat(path: Path) -> tuple:
+        def stat(path: Path, base: Path) -> tuple:
             try:
                 s = path.stat()
-                return path.name, s.st_size, s.st_mtime_ns
+                return str(path.relative_to(base)), s.st_size, s.st_mtime_ns
             except OSError:  # gone meanwhile
-                return path.name, None, None
+                return str(path.relative_to(base)), None, None
 
         model_dir = self.root / name
         versions = version_folders(model_dir) if model_dir.is_dir() else []
-        files = tuple(stat(p) for p in sorted(versions[-1].rglob("*"))) if versions else ()
-        return stat(model_dir / "model.json"), versions[-1].name if versions else None, files
+        if not versions:
+            return Signature(stat(model_dir / "model.json", model_dir), None, ())
+        files = tuple(stat(p, versions[-1]) for p in sorted(versions[-1].rglob("*")))
+        return Signature(stat(model_dir / "model.json", model_dir), versions[-1].name, files)
 
     def discover(self) -> list[ModelHandle]:
         """Read every models/<name>/model.json (a broken one becomes a failed model)."""

@@ -26,7 +26,7 @@ from app.api.v2.codec import encode_outputs, infer, tensor_metadata
 from app.api.v2.configuration import model_config, model_stats
 from app.runtime.batcher import SEQ, Batcher
 from app.runtime.errors import BadRequest
-from app.runtime.repository import READY, ModelHandle, ModelRepository
+from app.runtime.repository import READY, UNLOADED, ModelHandle, ModelRepository
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=V2_ERRORS)
 
@@ -127,7 +127,9 @@ async def live() -> dict:
 @router.get("/health/ready", response_model=V2Ready, responses={
     503: {"model": V2Ready, "description": "some model is loading or failed"}})
 async def ready(repo: RepositoryDep) -> JSONResponse:
-    ok = bool(repo.models) and all(h.state == READY for h in repo.models.values())
+    # a model unloaded through the repository API is out of service on purpose: it does not make the server unready
+    states = [h.state for h in repo.models.values() if h.state != UNLOADED]
+    ok = bool(states) and all(s == READY for s in states)
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
