@@ -113,13 +113,14 @@ def test_without_a_key_no_body_is_read(keyed):
 
 
 @pytest.mark.parametrize("path", [
-    "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect",
+    "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/redoc", "/openapi.json",
+    "/docs/oauth2-redirect",
     "/static-offline-docs/swagger-ui-bundle.js", "/static-offline-docs/redoc.standalone.js"])
 def test_probes_and_docs_need_no_key(keyed, path):
     assert keyed.get(path).status_code != 401
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/v1/models", "/v2", "/v2/health/ready", "/no-such-route",
+@pytest.mark.parametrize("path", ["/metrics", "/v1/models", "/v2", "/v2/models/stats", "/no-such-route",
                                   "/static-offline-docs-other/x", "/docs/../v1/models"])
 def test_everything_else_needs_a_key(keyed, path):
     assert keyed.get(path).status_code == 401
@@ -243,6 +244,16 @@ def test_v2_honours_the_request_timeout(model):
     url = "/v2/models/extract.subject/infer"
     assert model.post(url, json=v2_body(), headers={"X-Request-Timeout": "0.000001"}).status_code == 504
     assert model.post(url, json=v2_body(), headers={"X-Request-Timeout": "30"}).status_code == 200
+
+
+def test_v2_honours_tritons_timeout_parameter(model):
+    """Triton's request parameter `timeout` (microseconds) shortens the deadline; a bad one is a 400."""
+    url = "/v2/models/extract.subject/infer"
+    assert model.post(url, json={**v2_body(), "parameters": {"timeout": 1}}).status_code == 504
+    assert model.post(url, json={**v2_body(), "parameters": {"timeout": 30_000_000}}).status_code == 200
+    for bad in (0, -5, 1.5, "10", True):
+        r = model.post(url, json={**v2_body(), "parameters": {"timeout": bad}})
+        assert r.status_code == 400 and "timeout" in r.json()["error"]
 
 
 def test_the_header_is_documented_on_every_inference_route(model):

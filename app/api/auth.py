@@ -18,7 +18,7 @@ from app.api import docs
 from app.api.errors import error_body, is_v2
 from app.runtime.metrics import Metrics
 
-PROBES = frozenset({"/healthz", "/readyz"})
+PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 CHALLENGE = 'Bearer realm="zhserve"'
 SCHEME = "apiKey"  # the OpenAPI security scheme's name: Swagger UI's Authorize button
 

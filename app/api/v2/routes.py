@@ -10,6 +10,7 @@ and statistics (app/api/v2/configuration.py); the model repository routes live b
 from __future__ import annotations
 
 import math
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -232,6 +233,16 @@ def flag(parameters: dict | None, key: str, default: bool) -> bool:
     return value
 
 
+def parameter_deadline(parameters: dict | None, deadline: float) -> float:
+    """Triton's request parameter `timeout` (microseconds) shortens the deadline, never lengthens it."""
+    value = (parameters or {}).get("timeout")
+    if value is None:
+        return deadline
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BadRequest(f"parameter timeout is {value!r}, not a positive whole number of microseconds")
+    return min(deadline, time.monotonic() + value / 1e6)
+
+
 def refuse_unsupported(body: InferRequest) -> None:
     """Parameters of extensions this server does not have get a 400, never a silent JSON answer."""
     for kind, tensors in (("input", body.inputs), ("output", body.outputs or [])):
@@ -246,6 +257,7 @@ async def run_infer(name: str, version: str | None, body: InferRequest, request:
                     deadline: float, max_values: int) -> Response:
     handle, stage = lookup(repo, name, version)
     refuse_unsupported(body)
+    deadline = parameter_deadline(body.parameters, deadline)
     inputs = attach_raw([t.model_dump() for t in body.inputs], getattr(request, "raw", b""))
     requested = [o.name for o in body.outputs] if body.outputs else None
     # Outputs can be far larger than inputs (hidden states per token): bound the response, not only the body.
