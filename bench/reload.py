@@ -269,6 +269,7 @@ def summarize(run: Run, rss: list[tuple[float, int]], a: argparse.Namespace) -> 
             "requests": len(run.samples), "failed": sum(failures.values()), "failed_by_status": dict(failures),
             "phases": phases, "p50_during_over_before": ratio("p50_ms"), "p99_during_over_before": ratio("p99_ms"),
             "rss_during_over_before": ratio("peak_rss_mb"),
+            "final_rss_mb": round(rss[-1][1] / 2**20, 1) if rss else None,
             "reload_s": [round(r["seconds"], 2) for r in run.reloads],
             "reload_status": [r["status"] for r in run.reloads],
             "versions_in_order": version_runs(run.samples),
@@ -282,7 +283,7 @@ def print_report(result: dict) -> None:
     for name, p in result["phases"].items():
         print(f"| {name} | {p['requests']} | {p['failed']} | {p['p50_ms']} | {p['p99_ms']} | {p['peak_rss_mb']} |")
     print(f"during / before: p50 {result['p50_during_over_before']}x, p99 {result['p99_during_over_before']}x, "
-          f"peak RSS {result['rss_during_over_before']}x")
+          f"peak RSS {result['rss_during_over_before']}x; RSS at the end {result['final_rss_mb']} MB")
     print(f"requests {result['requests']}, failed {result['failed']} {result['failed_by_status'] or ''}")
     print(f"reloads (s): {result['reload_s']} (statuses {result['reload_status']})")
     print("versions, in the order the requests were sent: "
