@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from app.runtime.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
@@ -59,6 +61,12 @@ class OnnxBackend:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
+    def close(self) -> None:
+        """Free the session's weights and buffers now, not when the last reference to this backend goes."""
+        self.session = None
+
     def run(self, inputs: Arrays) -> Arrays:
+        if self.session is None:
+            raise Unavailable("this model version was closed")
         outputs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names}, self.run_options)
         return dict(zip(self.output_names, outputs, strict=True))

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from app.runtime import memory
 from app.runtime.admission import Admission, Permit
 from app.runtime.backend import OnnxBackend
 from app.runtime.batcher import Batcher, BatchLimits, TensorSpec
@@ -239,7 +240,11 @@ class ModelRepository:
         for batcher in handle.stages.values():
             await batcher.stop()
         if handle.executor is not None:
-            handle.executor.shutdown(wait=False, cancel_futures=True)
+            # wait (off the loop) for a batch still running on a session before freeing it
+            await asyncio.to_thread(handle.executor.shutdown, wait=True, cancel_futures=True)
+        for batcher in handle.stages.values():
+            batcher.backend.close()
+        memory.trim()  # a version's weights are large: give their pages back now (glibc would keep them)
         handle.closed.set()
 
     async def stop(self) -> None:
