@@ -200,6 +200,29 @@ EXPORT: dict[str, Callable[[list[str]], None]] = {
     "extract": export_extract, "qa": export_qa, "math": export_math, "mlm": export_mlm}
 
 
+# -- import -------------------------------------------------------------------------------------------------
+
+def import_tf_checkpoint(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="zhserve import tf-checkpoint",
+                                description="a Google BERT / bert4keras TensorFlow checkpoint folder (checkpoint, "
+                                            "bert_config.json, vocab.txt) -> a Hugging Face BERT folder with a fast "
+                                            "tokenizer, for --encoder (needs the tf extra)")
+    p.add_argument("folder", help="folder holding bert_model.ckpt.* (or one other checkpoint), bert_config.json, "
+                                  "vocab.txt")
+    p.add_argument("--out", required=True, help="the Hugging Face folder to write")
+    p.add_argument("--cased", action="store_true", help="keep letter case (Google's Chinese BERT lower-cases)")
+    a = p.parse_args(argv)
+    from training.common.tf_import import CheckpointError, import_checkpoint
+
+    try:
+        import_checkpoint(Path(a.folder), Path(a.out), lowercase=not a.cased)
+    except CheckpointError as exc:
+        raise SystemExit(f"zhserve import tf-checkpoint: {exc}") from None
+
+
+IMPORT: dict[str, Callable[[list[str]], None]] = {"tf-checkpoint": import_tf_checkpoint}
+
+
 # -- eval ---------------------------------------------------------------------------------------------------
 
 def eval_extract(data, models, limit, split, words):
@@ -255,6 +278,10 @@ def train_main(task: str, argv: list[str]) -> None:
 
 def export_main(task: str, argv: list[str]) -> None:
     _pick(EXPORT, "export", task)(argv)
+
+
+def import_main(kind: str, argv: list[str]) -> None:
+    _pick(IMPORT, "import", kind)(argv)
 
 
 def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,
