@@ -18,14 +18,16 @@ SEG = DATA / "seg"
 MODELS = str(ROOT / "models")
 
 
-def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
-    """One flag per config field not already on `p`, plus --recipe presets (explicit flags still win)."""
+def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str], base: dict | None = None) -> dict:
+    """One flag per config field not already on `p`, plus --recipe presets over `base` defaults (explicit flags
+    still win)."""
     p.add_argument("--recipe", choices=sorted(recipes), help="preset sizes: cpu (the shipped model) or gpu")
     taken = {a.dest for a in p._actions}
     for f in fields(config):
         if f.name not in taken:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
                            default=f.default)
+    p.set_defaults(**(base or {}))
     recipe = p.parse_known_args(argv)[0].recipe
     if recipe:
         p.set_defaults(**recipes[recipe])
@@ -91,12 +93,18 @@ def train_extract(argv: list[str]) -> None:
 
 
 def train_qa(argv: list[str]) -> None:
-    from training.qa.train import CMRC_TRAIN, RECIPES, TrainConfig, train
+    from training.qa.train import CMRC_TRAIN, ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, TrainConfig, train
 
-    p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model")
+    p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model, "
+                                "or fine-tune a pretrained encoder (--encoder DIR) as the reader")
     p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="SQuAD/CMRC JSON (our split by id)")
     p.add_argument("--out", default=str(RUNS / "qa"))
-    train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+    p.add_argument("--encoder", default="", help="a local Hugging Face BERT-family folder with a fast tokenizer "
+                                                 "(its own recipes and fine-tuning defaults apply)")
+    if p.parse_known_args(argv)[0].encoder:
+        train(TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS)))
+    else:
+        train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
 
 
 def train_math(argv: list[str]) -> None:
@@ -145,10 +153,11 @@ def export_qa(argv: list[str]) -> None:
     p = _export_args("zhserve export qa", "tune the no-answer threshold, measure, export ONNX, write model.json",
                      "qa", "qa")
     p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="the training data (its dev split is used)")
+    p.add_argument("--limit", type=int, default=0, help="tune and measure on the first N dev and test questions only")
     a = p.parse_args(argv)
     from training.qa.export import export
 
-    export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
+    export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command, a.limit)
 
 
 def export_math(argv: list[str]) -> None:
