@@ -108,11 +108,17 @@ def train_qa(argv: list[str]) -> None:
 
 
 def train_math(argv: list[str]) -> None:
-    from training.math.train import RECIPES, MathConfig, train
+    from training.math.train import ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, MathConfig, train
 
     p = argparse.ArgumentParser(prog="zhserve train math",
-                                description="fine-tune the project's BERT as a UniLM seq2seq math solver")
-    train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
+                                description="fine-tune the project's BERT (or --encoder DIR, a Hugging Face BERT "
+                                            "folder) as a UniLM seq2seq math solver")
+    p.add_argument("--encoder", default="", help="a local Hugging Face BERT folder with a fast tokenizer, "
+                                                 "fine-tuned instead of --init (its own recipes and defaults apply)")
+    if p.parse_known_args(argv)[0].encoder:
+        train(MathConfig(**_config_args(p, MathConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS)))
+    else:
+        train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
 
 
 def train_mlm(argv: list[str]) -> None:
