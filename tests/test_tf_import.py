@@ -120,26 +120,32 @@ def write_checkpoint(folder: Path, weights: dict[str, np.ndarray]) -> None:
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
 
 
-@needs_tf
-def test_a_tensorflow_checkpoint_imports_and_computes_what_google_bert_computes(tmp_path):
-    import torch
-    from transformers import AutoTokenizer, BertForPreTraining
-
-    weights = google_weights()
-    write_checkpoint(tmp_path / "google", weights)
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> Path:
+    """The checkpoint written by TensorFlow, imported through the CLI (in a subprocess, as a user runs it)."""
+    tmp_path = tmp_path_factory.mktemp("tf_import")
+    write_checkpoint(tmp_path / "google", google_weights())
     assert (tmp_path / "google" / "bert_model.ckpt.index").exists()
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "app", "import", "tf-checkpoint", str(tmp_path / "google"),
                            "--out", str(tmp_path / "hf")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "hf"
 
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+
+@needs_tf
+def test_a_tensorflow_checkpoint_imports_and_computes_what_google_bert_computes(imported):
+    import torch
+    from transformers import AutoTokenizer, BertForPreTraining
+
+    weights = google_weights()
+    tokenizer = AutoTokenizer.from_pretrained(imported)
     assert tokenizer.is_fast
     encoded = tokenizer(TEXT, "我爱", return_offsets_mapping=True)
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     assert tokens == ["[CLS]", *"我爱北京天安门", "hello", "wor", "##ld", "[SEP]", "我", "爱", "[SEP]"]
-    model = BertForPreTraining.from_pretrained(tmp_path / "hf").eval()
+    model = BertForPreTraining.from_pretrained(imported).eval()
     ids, types = np.array(encoded["input_ids"]), np.array(encoded["token_type_ids"])
     with torch.no_grad():
         out = model(torch.tensor(ids[None]), token_type_ids=torch.tensor(types[None]), output_hidden_states=True)
@@ -147,6 +153,31 @@ def test_a_tensorflow_checkpoint_imports_and_computes_what_google_bert_computes(
     assert np.abs(out.hidden_states[-1][0].numpy() - hidden).max() < 1e-4
     assert np.abs(out.prediction_logits[0].numpy() - mlm).max() < 1e-4
     assert np.abs(out.seq_relationship_logits[0].numpy() - nsp).max() < 1e-4
+
+
+@needs_tf
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_imported_folder_is_an_encoder_for_export_mlm(imported, tmp_path):
+    """`zhserve export mlm --encoder` (the old --hf-model) on the imported folder, served by /segment."""
+    from fastapi.testclient import TestClient
+
+    from app.api.app import create_app
+    from app.cli import main
+    from app.settings import Settings
+    from tests.test_api import wait_ready
+    from training.common.encoder import load_encoder
+
+    load_encoder(imported)  # the --encoder checks: config, fast tokenizer, [PAD] = 0, weights
+    models = tmp_path / "models"
+    main(["export", "mlm", "--encoder", str(imported), "--models", str(models), "--layer", "1", "--threshold", "0.1",
+          "--orientation", "head_moves_dependent", "--segment-eval", "--parse-eval", "--ngrams", ""])
+    config = json.loads((models / "mlm" / "model.json").read_text())
+    assert config["architecture"]["hidden"] == HIDDEN and config["quality"]["onnx_parity_max_abs_diff"] < 1e-4
+    with TestClient(create_app(Settings(models=models))) as client:
+        assert wait_ready(client)["models"]["mlm"] == "ready"
+        r = client.post("/segment", json={"text": "我爱北京天安门"})
+        assert r.status_code == 200 and "".join(r.json()["words"]) == "我爱北京天安门"
 
 
 def test_the_mapping_keeps_what_it_knows_and_drops_optimizer_state():

@@ -182,8 +182,9 @@ def export_math(argv: list[str]) -> None:
 def export_mlm(argv: list[str]) -> None:
     p = _export_args("zhserve export mlm", "BERT masked LM -> ONNX encoder for Perturbed Masking (/segment, "
                      "/parse), tuned on UD dev and measured on PKU gold", "mlm", "mlm")
-    p.add_argument("--hf-model", help="a Hugging Face BERT checkpoint folder (config.json, weights, vocab.txt); "
-                                      "replaces --run")
+    p.add_argument("--encoder", "--hf-model", dest="encoder",
+                   help="a local Hugging Face BERT folder (config.json, weights, vocab.txt or a fast tokenizer; "
+                        "--hf-model is the old name); replaces --run")
     p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
     p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
     p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
@@ -204,7 +205,7 @@ def export_mlm(argv: list[str]) -> None:
 
     path = lambda value: Path(value) if value else None  # noqa: E731
     export(ExportJob(
-        run=None if a.hf_model else Path(a.run), hf_model=path(a.hf_model), models=Path(a.models), name=a.name,
+        run=None if a.encoder else Path(a.run), hf_model=path(a.encoder), models=Path(a.models), name=a.name,
         layer=a.layer, threshold=a.threshold, orientation=a.orientation,
         segment_eval=[Path(d) for d in a.segment_eval], parse_eval=[Path(d) for d in a.parse_eval],
         segment_limit=a.segment_limit, parse_limit=a.parse_limit, words=path(a.words), tune_data=Path(a.tune_data),
