@@ -44,7 +44,8 @@ def dev_texts(data: list[Path], limit: int, split: str = "dev") -> list[str]:
 def perturbation_rows(explainer, text: str, target, attributions: np.ndarray, rng: np.random.Generator,
                       draws: int) -> tuple[list[dict], list[tuple[str, int, int]]]:
     """Gradient-stage rows: the input, then per k the top-k perturbation and `draws` random ones."""
-    encoding, inputs, shared = explainer.graph_rows(text, target)
+    encoding = explainer.tokens.encoding(text)
+    inputs, shared = explainer.table[encoding.ids], target.graph_inputs(encoding)
     pad = explainer.table[explainer.tokens.pad_id]
     # Per token (a word piece's characters share its attribution; characters and tokens coincide for the DGCNN).
     per_token = np.array([attributions[start:end].sum() for start, end in encoding.offsets])
