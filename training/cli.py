@@ -82,14 +82,16 @@ def train_math_reranker(argv: list[str]) -> None:
 
 
 def train_extract(argv: list[str]) -> None:
-    from training.extract.train import RECIPES, TrainConfig, train
+    from training.extract.train import ENCODER_RECIPES, RECIPES, TrainConfig, train
 
-    p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
+    p = argparse.ArgumentParser(prog="zhserve train extract", description="train the relation extractor: the DGCNN, "
+                                "or a pretrained encoder with --encoder DIR (a local Hugging Face BERT-family folder)")
     p.add_argument("--data", nargs="+", default=DUIE_FILES)
     p.add_argument("--schema", default=str(DUIE / "schema.json"))
     p.add_argument("--out", default=str(RUNS / "extract"))
     p.add_argument("--extra-train", nargs="*", default=[], help="JSON lines used for training only (e.g. SKE 2019)")
-    train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+    with_encoder = any(a == "--encoder" or a.startswith("--encoder=") for a in argv)
+    train(TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES if with_encoder else RECIPES, argv)))
 
 
 def train_qa(argv: list[str]) -> None:

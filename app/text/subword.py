@@ -80,6 +80,8 @@ class SubwordTokenizer:
         encoded = self.tokenizer.encode(text)
         return Encoding(np.asarray(encoded.ids, np.int64), np.asarray(encoded.offsets, np.int64).reshape(-1, 2))
 
+    encoding = encode  # the name app/text/tokenization.py's protocol uses
+
     def encode_batch(self, texts: list[str]) -> list[Encoding]:
         return [Encoding(np.asarray(e.ids, np.int64), np.asarray(e.offsets, np.int64).reshape(-1, 2))
                 for e in self.tokenizer.encode_batch(texts)]

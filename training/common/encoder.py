@@ -130,16 +130,32 @@ def load_encoder(path: str | Path) -> tuple[PretrainedEncoder, SubwordTokenizer,
         model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
     except Exception as exc:  # noqa: BLE001
         raise EncoderError(f"--encoder {path}: the weights could not be loaded ({type(exc).__name__}: {exc})") from exc
-    if hasattr(model, "pooler"):
-        model.pooler = None  # never read: token states only
     if len(tokenizer) > config.vocab_size:
         raise EncoderError(f"--encoder {path}: the tokenizer has {len(tokenizer)} tokens, the model's embedding "
                            f"table {config.vocab_size}")
-    info = EncoderInfo(path=str(path), model_type=config.model_type, hidden=config.hidden_size,
+    return _wrap(model, str(path)), SubwordTokenizer(tokenizer.backend_tokenizer), tokenizer
+
+
+def build_encoder(config: dict) -> PretrainedEncoder:
+    """An encoder of the architecture a Hugging Face config dict (config.json) describes, random weights: what a
+    checkpoint's state dict is loaded into, without the original folder."""
+    from transformers import AutoConfig, AutoModel
+
+    settings = {k: v for k, v in config.items() if k != "model_type"}
+    hf = AutoConfig.for_model(config["model_type"], **settings)
+    hf._attn_implementation = "eager"
+    return _wrap(AutoModel.from_config(hf), config.get("_name_or_path", ""))
+
+
+def _wrap(model, path: str) -> PretrainedEncoder:
+    if hasattr(model, "pooler"):
+        model.pooler = None  # never read: token states only (and no unused weights in checkpoints)
+    config = model.config
+    info = EncoderInfo(path=path, model_type=config.model_type, hidden=config.hidden_size,
                        embedding_size=model.get_input_embeddings().weight.shape[1], layers=config.num_hidden_layers,
                        heads=config.num_attention_heads, max_positions=config.max_position_embeddings,
                        vocab_size=config.vocab_size)
-    return PretrainedEncoder(model.eval(), info), SubwordTokenizer(tokenizer.backend_tokenizer), tokenizer
+    return PretrainedEncoder(model.eval(), info)
 
 
 def save_tokenizer(tokenizer: SubwordTokenizer, folder: Path) -> Path:
