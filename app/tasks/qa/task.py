@@ -12,7 +12,6 @@ whose per-token pointers are put back on characters before decoding.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from app.tasks.qa import pairs
 from app.tasks.qa.decode import Candidate, Window, question_ids, vote, windows
 from app.text import CharVocab
 from app.text.subword import SubwordTokenizer
+from app.text.tokenization import TokenizerKind
 
 
 class QALimits(Section):
@@ -41,7 +41,7 @@ class ReadingSection(Section):
 
 
 class QAConfig(ModelFile):
-    tokenizer: Literal["chars", "wordpiece"] = "chars"  # how `vocab` reads: characters, or a tokenizer.json
+    tokenizer: TokenizerKind = "chars"  # how `vocab` reads: characters, or a tokenizer.json
     limits: QALimits
     reading: ReadingSection
 
