@@ -128,3 +128,14 @@ def test_pointers_on_any_piece_come_back_as_the_characters_it_covers(exported):
         (best, *_) = vote([PASSAGE], [(Window(0, 0, len(PASSAGE)), pairs.char_probs(probs, row.offsets,
                                                                                      len(PASSAGE)))], 24)
         assert best.answer == word == PASSAGE[best.start : best.end]
+
+
+def test_a_folder_that_cannot_serve_is_refused_with_its_reason(tmp_path):
+    from app.cli import main
+
+    (tmp_path / "roberta").mkdir()
+    (tmp_path / "roberta" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    for folder, reason in ((tmp_path / "missing", "not a folder"), (tmp_path / "roberta", "model_type 'gpt2'")):
+        for command in (["train", "qa"], ["train", "math"]):
+            with pytest.raises(SystemExit, match=reason):
+                main([*command, "--encoder", str(folder), "--out", str(tmp_path / "run")])

@@ -291,11 +291,21 @@ def _pick(table: dict, command: str, task: str):
 
 
 def train_main(task: str, argv: list[str]) -> None:
-    _pick(TRAIN, "train", task)(argv)
+    from training.common.encoder import EncoderError
+
+    try:
+        _pick(TRAIN, "train", task)(argv)
+    except EncoderError as exc:  # a --encoder folder that cannot serve: the reason, not a traceback
+        raise SystemExit(f"zhserve train {task}: {exc}") from None
 
 
 def export_main(task: str, argv: list[str]) -> None:
-    _pick(EXPORT, "export", task)(argv)
+    from training.common.encoder import EncoderError
+
+    try:
+        _pick(EXPORT, "export", task)(argv)
+    except EncoderError as exc:
+        raise SystemExit(f"zhserve export {task}: {exc}") from None
 
 
 def import_main(kind: str, argv: list[str]) -> None:

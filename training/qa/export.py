@@ -163,7 +163,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     if history:
         plot_curve(model_dir / "training_curve.png", [h["epoch"] for h in history], [h["loss"] for h in history],
                    [h.get("f1", float("nan")) for h in history], "epoch", "training loss",
-                   "dev F1 (400 questions)", "DGCNN reader: training loss and dev F1", (0, 1))
+                   "dev F1 (400 questions)", f"{'encoder' if (run / 'tokenizer.json').exists() else 'DGCNN'} reader: "
+                   "training loss and dev F1", (0, 1))
     data_names = [short(p) for p in data]
     encoded = (run / "tokenizer.json").exists()
     sections = encoder_sections(net, reading, threshold) if encoded else dgcnn_sections(net, reading, threshold)
