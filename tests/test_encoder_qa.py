@@ -139,3 +139,17 @@ def test_a_folder_that_cannot_serve_is_refused_with_its_reason(tmp_path):
         for command in (["train", "qa"], ["train", "math"]):
             with pytest.raises(SystemExit, match=reason):
                 main([*command, "--encoder", str(folder), "--out", str(tmp_path / "run")])
+
+
+def test_encoder_runs_get_fine_tuning_defaults_and_their_own_recipes():
+    from training.cli import math_config, qa_config
+
+    assert qa_config([]).lr == 1e-3 and qa_config(["--recipe", "gpu"]).window == 384  # the DGCNN's
+    tuned = qa_config(["--encoder", "DIR"])
+    assert (tuned.encoder, tuned.lr, tuned.batch_size, tuned.embeddings) == ("DIR", 5e-5, 32, None)
+    gpu = qa_config(["--encoder", "DIR", "--recipe", "gpu", "--epochs", "5"])
+    assert (gpu.lr, gpu.window, gpu.stride, gpu.epochs) == (3e-5, 384, 256, 5)  # explicit flags win
+    assert gpu.window + gpu.question_tokens + 1 <= 512  # fits a BERT-base position table
+    assert qa_config(["--encoder", "DIR", "--recipe", "cpu"]).limit == 2000
+    assert math_config([]).lr == 3e-4 and math_config(["--encoder", "DIR"]).lr == 5e-5
+    assert math_config(["--encoder", "DIR", "--recipe", "gpu"]).ape_copies == 1

@@ -94,8 +94,9 @@ def train_extract(argv: list[str]) -> None:
     train(TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES if with_encoder else RECIPES, argv)))
 
 
-def train_qa(argv: list[str]) -> None:
-    from training.qa.train import CMRC_TRAIN, ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, TrainConfig, train
+def qa_config(argv: list[str]):
+    """The TrainConfig `zhserve train qa ARGV` trains with (--encoder brings its own defaults and recipes)."""
+    from training.qa.train import CMRC_TRAIN, ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, TrainConfig
 
     p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model, "
                                 "or fine-tune a pretrained encoder (--encoder DIR) as the reader")
@@ -104,13 +105,19 @@ def train_qa(argv: list[str]) -> None:
     p.add_argument("--encoder", default="", help="a local Hugging Face BERT-family folder with a fast tokenizer "
                                                  "(its own recipes and fine-tuning defaults apply)")
     if p.parse_known_args(argv)[0].encoder:
-        train(TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS)))
-    else:
-        train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+        return TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
+    return TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv))
 
 
-def train_math(argv: list[str]) -> None:
-    from training.math.train import ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, MathConfig, train
+def train_qa(argv: list[str]) -> None:
+    from training.qa.train import train
+
+    train(qa_config(argv))
+
+
+def math_config(argv: list[str]):
+    """The MathConfig `zhserve train math ARGV` trains with (--encoder brings its own defaults and recipes)."""
+    from training.math.train import ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, MathConfig
 
     p = argparse.ArgumentParser(prog="zhserve train math",
                                 description="fine-tune the project's BERT (or --encoder DIR, a Hugging Face BERT "
@@ -118,9 +125,14 @@ def train_math(argv: list[str]) -> None:
     p.add_argument("--encoder", default="", help="a local Hugging Face BERT folder with a fast tokenizer, "
                                                  "fine-tuned instead of --init (its own recipes and defaults apply)")
     if p.parse_known_args(argv)[0].encoder:
-        train(MathConfig(**_config_args(p, MathConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS)))
-    else:
-        train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
+        return MathConfig(**_config_args(p, MathConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
+    return MathConfig(**_config_args(p, MathConfig, RECIPES, argv))
+
+
+def train_math(argv: list[str]) -> None:
+    from training.math.train import train
+
+    train(math_config(argv))
 
 
 def train_mlm(argv: list[str]) -> None:
