@@ -1,4 +1,4 @@
-"""The `zhserve` command: serve, eval, train, export, bench (see DESIGN.md, "CLI contract")."""
+"""The `zhserve` command: serve, eval, train, export, import, bench (see DESIGN.md, "CLI contract")."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def _export(args: argparse.Namespace) -> None:
     export_main(args.task, args.rest)
 
 
+def _import(args: argparse.Namespace) -> None:
+    from training.cli import import_main
+
+    import_main(args.kind, args.rest)
+
+
 def _bench(args: argparse.Namespace) -> None:
     from bench.run import main as bench_main
 
@@ -74,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("task")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("import", help="bring a model in another format: tf-checkpoint (Google/bert4keras BERT "
+                                      "-> Hugging Face folder; needs the tf extra)", add_help=False)
+    p.add_argument("kind")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_import)
 
     p = sub.add_parser("bench", help="load benchmarks (see bench/README)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

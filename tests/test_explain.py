@@ -222,7 +222,7 @@ def test_faithfulness_rows_pad_the_top_and_random_characters():
 
     vocab = CharVocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefg"])
     table = np.arange(len(vocab) * 2, dtype=np.float32).reshape(-1, 2) + 1  # no row is zero: [PAD] is [1, 2]
-    explainer = SimpleNamespace(table=table, vocab=vocab)
+    explainer = SimpleNamespace(table=table, tokens=vocab)
     text = "abcdefg"
     attributions = np.array([0.1, -2.0, 0.5, 0.0, 0.3, -0.1, 0.2])  # positive, best first: 2, 4, 6, 0
     rows, labels = perturbation_rows(explainer, text, Target((0, 2), "p", (4, 6), 3), attributions,

@@ -18,14 +18,16 @@ SEG = DATA / "seg"
 MODELS = str(ROOT / "models")
 
 
-def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str]) -> dict:
-    """One flag per config field not already on `p`, plus --recipe presets (explicit flags still win)."""
+def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str], base: dict | None = None) -> dict:
+    """One flag per config field not already on `p`, plus --recipe presets over `base` defaults (explicit flags
+    still win)."""
     p.add_argument("--recipe", choices=sorted(recipes), help="preset sizes: cpu (the shipped model) or gpu")
     taken = {a.dest for a in p._actions}
     for f in fields(config):
         if f.name not in taken:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else str,
                            default=f.default)
+    p.set_defaults(**(base or {}))
     recipe = p.parse_known_args(argv)[0].recipe
     if recipe:
         p.set_defaults(**recipes[recipe])
@@ -80,31 +82,57 @@ def train_math_reranker(argv: list[str]) -> None:
 
 
 def train_extract(argv: list[str]) -> None:
-    from training.extract.train import RECIPES, TrainConfig, train
+    from training.extract.train import ENCODER_RECIPES, RECIPES, TrainConfig, train
 
-    p = argparse.ArgumentParser(prog="zhserve train extract", description="train the DGCNN relation extractor")
+    p = argparse.ArgumentParser(prog="zhserve train extract", description="train the relation extractor: the DGCNN, "
+                                "or a pretrained encoder with --encoder DIR (a local Hugging Face BERT-family folder)")
     p.add_argument("--data", nargs="+", default=DUIE_FILES)
     p.add_argument("--schema", default=str(DUIE / "schema.json"))
     p.add_argument("--out", default=str(RUNS / "extract"))
     p.add_argument("--extra-train", nargs="*", default=[], help="JSON lines used for training only (e.g. SKE 2019)")
-    train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+    with_encoder = any(a == "--encoder" or a.startswith("--encoder=") for a in argv)
+    train(TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES if with_encoder else RECIPES, argv)))
+
+
+def qa_config(argv: list[str]):
+    """The TrainConfig `zhserve train qa ARGV` trains with (--encoder brings its own defaults and recipes)."""
+    from training.qa.train import CMRC_TRAIN, ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, TrainConfig
+
+    p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model, "
+                                "or fine-tune a pretrained encoder (--encoder DIR) as the reader")
+    p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="SQuAD/CMRC JSON (our split by id)")
+    p.add_argument("--out", default=str(RUNS / "qa"))
+    p.add_argument("--encoder", default="", help="a local Hugging Face BERT-family folder with a fast tokenizer "
+                                                 "(its own recipes and fine-tuning defaults apply)")
+    if p.parse_known_args(argv)[0].encoder:
+        return TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
+    return TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv))
 
 
 def train_qa(argv: list[str]) -> None:
-    from training.qa.train import CMRC_TRAIN, RECIPES, TrainConfig, train
+    from training.qa.train import train
 
-    p = argparse.ArgumentParser(prog="zhserve train qa", description="train the DGCNN reading-comprehension model")
-    p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="SQuAD/CMRC JSON (our split by id)")
-    p.add_argument("--out", default=str(RUNS / "qa"))
-    train(TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv)))
+    train(qa_config(argv))
+
+
+def math_config(argv: list[str]):
+    """The MathConfig `zhserve train math ARGV` trains with (--encoder brings its own defaults and recipes)."""
+    from training.math.train import ENCODER_DEFAULTS, ENCODER_RECIPES, RECIPES, MathConfig
+
+    p = argparse.ArgumentParser(prog="zhserve train math",
+                                description="fine-tune the project's BERT (or --encoder DIR, a Hugging Face BERT "
+                                            "folder) as a UniLM seq2seq math solver")
+    p.add_argument("--encoder", default="", help="a local Hugging Face BERT folder with a fast tokenizer, "
+                                                 "fine-tuned instead of --init (its own recipes and defaults apply)")
+    if p.parse_known_args(argv)[0].encoder:
+        return MathConfig(**_config_args(p, MathConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
+    return MathConfig(**_config_args(p, MathConfig, RECIPES, argv))
 
 
 def train_math(argv: list[str]) -> None:
-    from training.math.train import RECIPES, MathConfig, train
+    from training.math.train import train
 
-    p = argparse.ArgumentParser(prog="zhserve train math",
-                                description="fine-tune the project's BERT as a UniLM seq2seq math solver")
-    train(MathConfig(**_config_args(p, MathConfig, RECIPES, argv)))
+    train(math_config(argv))
 
 
 def train_mlm(argv: list[str]) -> None:
@@ -145,10 +173,11 @@ def export_qa(argv: list[str]) -> None:
     p = _export_args("zhserve export qa", "tune the no-answer threshold, measure, export ONNX, write model.json",
                      "qa", "qa")
     p.add_argument("--data", nargs="+", default=[str(CMRC_TRAIN)], help="the training data (its dev split is used)")
+    p.add_argument("--limit", type=int, default=0, help="tune and measure on the first N dev and test questions only")
     a = p.parse_args(argv)
     from training.qa.export import export
 
-    export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command)
+    export(Path(a.run), Path(a.models), a.name, [Path(d) for d in a.data], a.command, a.limit)
 
 
 def export_math(argv: list[str]) -> None:
@@ -167,8 +196,9 @@ def export_math(argv: list[str]) -> None:
 def export_mlm(argv: list[str]) -> None:
     p = _export_args("zhserve export mlm", "BERT masked LM -> ONNX encoder for Perturbed Masking (/segment, "
                      "/parse), tuned on UD dev and measured on PKU gold", "mlm", "mlm")
-    p.add_argument("--hf-model", help="a Hugging Face BERT checkpoint folder (config.json, weights, vocab.txt); "
-                                      "replaces --run")
+    p.add_argument("--encoder", "--hf-model", dest="encoder",
+                   help="a local Hugging Face BERT folder (config.json, weights, vocab.txt or a fast tokenizer; "
+                        "--hf-model is the old name); replaces --run")
     p.add_argument("--layer", type=int, help="layer whose hidden states are probed (default: tuned)")
     p.add_argument("--threshold", type=float, help="segmentation join threshold (default: tuned)")
     p.add_argument("--orientation", choices=["head_moves_dependent", "dependent_moves_head"],
@@ -189,7 +219,7 @@ def export_mlm(argv: list[str]) -> None:
 
     path = lambda value: Path(value) if value else None  # noqa: E731
     export(ExportJob(
-        run=None if a.hf_model else Path(a.run), hf_model=path(a.hf_model), models=Path(a.models), name=a.name,
+        run=None if a.encoder else Path(a.run), hf_model=path(a.encoder), models=Path(a.models), name=a.name,
         layer=a.layer, threshold=a.threshold, orientation=a.orientation,
         segment_eval=[Path(d) for d in a.segment_eval], parse_eval=[Path(d) for d in a.parse_eval],
         segment_limit=a.segment_limit, parse_limit=a.parse_limit, words=path(a.words), tune_data=Path(a.tune_data),
@@ -198,6 +228,29 @@ def export_mlm(argv: list[str]) -> None:
 
 EXPORT: dict[str, Callable[[list[str]], None]] = {
     "extract": export_extract, "qa": export_qa, "math": export_math, "mlm": export_mlm}
+
+
+# -- import -------------------------------------------------------------------------------------------------
+
+def import_tf_checkpoint(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="zhserve import tf-checkpoint",
+                                description="a Google BERT / bert4keras TensorFlow checkpoint folder (checkpoint, "
+                                            "bert_config.json, vocab.txt) -> a Hugging Face BERT folder with a fast "
+                                            "tokenizer, for --encoder (needs the tf extra)")
+    p.add_argument("folder", help="folder holding bert_model.ckpt.* (or one other checkpoint), bert_config.json, "
+                                  "vocab.txt")
+    p.add_argument("--out", required=True, help="the Hugging Face folder to write")
+    p.add_argument("--cased", action="store_true", help="keep letter case (Google's Chinese BERT lower-cases)")
+    a = p.parse_args(argv)
+    from training.common.tf_import import CheckpointError, import_checkpoint
+
+    try:
+        import_checkpoint(Path(a.folder), Path(a.out), lowercase=not a.cased)
+    except CheckpointError as exc:
+        raise SystemExit(f"zhserve import tf-checkpoint: {exc}") from None
+
+
+IMPORT: dict[str, Callable[[list[str]], None]] = {"tf-checkpoint": import_tf_checkpoint}
 
 
 # -- eval ---------------------------------------------------------------------------------------------------
@@ -250,11 +303,25 @@ def _pick(table: dict, command: str, task: str):
 
 
 def train_main(task: str, argv: list[str]) -> None:
-    _pick(TRAIN, "train", task)(argv)
+    from training.common.encoder import EncoderError
+
+    try:
+        _pick(TRAIN, "train", task)(argv)
+    except EncoderError as exc:  # a --encoder folder that cannot serve: the reason, not a traceback
+        raise SystemExit(f"zhserve train {task}: {exc}") from None
 
 
 def export_main(task: str, argv: list[str]) -> None:
-    _pick(EXPORT, "export", task)(argv)
+    from training.common.encoder import EncoderError
+
+    try:
+        _pick(EXPORT, "export", task)(argv)
+    except EncoderError as exc:
+        raise SystemExit(f"zhserve export {task}: {exc}") from None
+
+
+def import_main(kind: str, argv: list[str]) -> None:
+    _pick(IMPORT, "import", kind)(argv)
 
 
 def eval_main(task: str, data: list[Path], models: Path, limit: int = 0, split: str | None = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from app.text.normalize import normalize
+from app.text.subword import Encoding
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID = 0, 1  # where the project's own vocabularies put them
@@ -34,6 +35,11 @@ class CharVocab:
         """Token ids of the normalised text, one per character, shape (len(text),)."""
         get, unk = self.index.get, self.unk_id
         return np.fromiter((get(c, unk) for c in normalize(text)), dtype=np.int64, count=len(text))
+
+    def encoding(self, text: str) -> Encoding:
+        """`encode` with offsets: token i is character i."""
+        at = np.arange(len(text), dtype=np.int64)
+        return Encoding(self.encode(text), np.stack([at, at + 1], axis=1))
 
     @classmethod
     def load(cls, path: str | Path) -> CharVocab:

@@ -18,11 +18,22 @@ def bert_config(vocab: CharVocab, hidden: int, layers: int, heads: int, intermed
                       max_position_embeddings=seq_len, pad_token_id=vocab.pad_id)
 
 
+def encoder_vocab(folder: Path) -> CharVocab:
+    """A Hugging Face folder's vocabulary by id: its vocab.txt, else its fast tokenizer's (checked by
+    training/common/encoder.py). Read one character a token, as Perturbed Masking reads text."""
+    if (folder / "vocab.txt").exists():
+        return CharVocab.load(folder / "vocab.txt")
+    from training.common.encoder import load_tokenizer
+
+    vocab = load_tokenizer(folder).get_vocab()
+    return CharVocab([t for t, _ in sorted(vocab.items(), key=lambda item: item[1])])
+
+
 def load_mlm(run: Path):
     """(BertForMaskedLM, CharVocab) from a training run folder (last.pt) or a Hugging Face folder."""
     from transformers import BertForMaskedLM
 
-    vocab = CharVocab.load(run / "vocab.txt")
+    vocab = encoder_vocab(run)
     if (run / "last.pt").exists():  # a `zhserve train mlm` run
         state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
         model = BertForMaskedLM(bert_config(vocab, **state["config"]))

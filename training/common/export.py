@@ -15,7 +15,7 @@ def fold_pretrained(net):
     """The frozen pretrained table and its projection are one more lookup by the same id: fold them
     into the trainable embedding (exact), so the exported model carries one table, not two. Works for
     any net built like the DGCNNs here (`embed`, `pretrained`, `pretrained_proj`, a dataclass `config`)."""
-    if not net.config.pretrained_dim:
+    if not getattr(net.config, "pretrained_dim", 0):  # none (a pretrained encoder has no such table)
         return net
     folded = type(net)(type(net.config)(**{**net.config.to_dict(), "pretrained_dim": 0}))
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("pretrained")}

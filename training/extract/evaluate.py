@@ -12,7 +12,7 @@ import numpy as np
 
 from app.tasks.extract.decode import MAX_SUBJECTS, Span, Thresholds, build_triples, find_subjects
 from app.tasks.extract.schema import Schema
-from app.text import CharVocab
+from app.text.tokenization import Tokenization
 
 
 def prf(predicted: Iterable[set], gold: Iterable[set]) -> dict[str, float]:
@@ -38,12 +38,13 @@ def keys(triples: Iterable) -> set:
 
 
 class TorchPredictor:
-    """Runs a DGCNNExtractor on texts, caching probabilities so thresholds can be tuned cheaply."""
+    """Runs an extractor (DGCNN or pretrained encoder) on texts, caching probabilities so thresholds can be tuned
+    cheaply; decodes exactly as serving does (app/tasks/extract/decode.py, spans mapped by token offsets)."""
 
-    def __init__(self, net, vocab: CharVocab, schema: Schema, batch_size: int = 64):
+    def __init__(self, net, tokens: Tokenization, schema: Schema, batch_size: int = 64):
         import torch
 
-        self.torch, self.net, self.vocab, self.schema = torch, net.eval(), vocab, schema
+        self.torch, self.net, self.tokens, self.schema = torch, net.eval(), tokens, schema
         self.batch_size = batch_size
         self.encoded: dict[str, tuple] = {}
         self.objects: dict[tuple[str, int, int], np.ndarray] = {}
@@ -53,19 +54,21 @@ class TorchPredictor:
         todo = sorted({t for t in texts if t not in self.encoded}, key=len)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
-            ids = np.zeros((len(chunk), max(len(t) for t in chunk)), dtype=np.int64)
-            for b, t in enumerate(chunk):
-                ids[b, : len(t)] = self.vocab.encode(t)
+            encodings = [self.tokens.encoding(t) for t in chunk]
+            ids = np.zeros((len(chunk), max(len(e) for e in encodings)), dtype=np.int64)
+            for b, e in enumerate(encodings):
+                ids[b, : len(e)] = e.ids
             with torch.no_grad():
                 hidden, mask = self.net.encode(torch.from_numpy(ids))
                 probs = torch.sigmoid(self.net.subject_logits(hidden, mask))
-            for b, t in enumerate(chunk):
-                self.encoded[t] = (probs[b, : len(t)].numpy(), hidden[b : b + 1, : len(t)], mask[b : b + 1, : len(t)])
+            for b, (t, e) in enumerate(zip(chunk, encodings, strict=True)):
+                n = len(e)
+                self.encoded[t] = (probs[b, :n].numpy(), hidden[b : b + 1, :n], mask[b : b + 1, :n], e.offsets)
 
     def _objects(self, text: str, spans: list[Span]) -> list[np.ndarray]:
         todo = [s for s in spans if (text, s.start, s.end) not in self.objects]
         if todo:
-            _, hidden, mask = self.encoded[text]
+            _, hidden, mask, _ = self.encoded[text]
             n = len(todo)
             with self.torch.no_grad():
                 subject = self.torch.tensor([[s.start, s.end] for s in todo])
@@ -80,24 +83,25 @@ class TorchPredictor:
         results = []
         for text in texts:
             triples = []
-            spans = find_subjects(self.encoded[text][0], th)[:MAX_SUBJECTS]
+            subject_probs, _, _, offsets = self.encoded[text]
+            spans = find_subjects(subject_probs, th, offsets)[:MAX_SUBJECTS]
             for span, probs in zip(spans, self._objects(text, spans), strict=True):
-                triples += build_triples(text, span, probs, self.schema, th)
+                triples += build_triples(text, span, probs, self.schema, th, offsets)
             results.append(triples)
         return results
 
 
-def evaluate_torch(net, vocab: CharVocab, schema: Schema, examples, th: Thresholds) -> dict[str, float]:
-    predictor = TorchPredictor(net, vocab, schema)
+def evaluate_torch(net, tokens: Tokenization, schema: Schema, examples, th: Thresholds) -> dict[str, float]:
+    predictor = TorchPredictor(net, tokens, schema)
     predicted = predictor.predict([e.text for e in examples], th)
     return prf(map(keys, predicted), (keys(e.triples) for e in examples))
 
 
-def tune_thresholds(net, vocab: CharVocab, schema: Schema, examples,
+def tune_thresholds(net, tokens: Tokenization, schema: Schema, examples,
                     grid=(0.2, 0.3, 0.4, 0.5, 0.6)) -> tuple[Thresholds, dict[str, float]]:
     """Best dev F1: a grid over start/end thresholds shared by subjects and objects, then each of
     the four thresholds refined on its own (one pass of coordinate ascent)."""
-    predictor = TorchPredictor(net, vocab, schema)
+    predictor = TorchPredictor(net, tokens, schema)
     texts, gold = [e.text for e in examples], [keys(e.triples) for e in examples]
 
     def score(th: Thresholds) -> dict[str, float]:

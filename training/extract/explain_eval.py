@@ -44,10 +44,13 @@ def dev_texts(data: list[Path], limit: int, split: str = "dev") -> list[str]:
 def perturbation_rows(explainer, text: str, target, attributions: np.ndarray, rng: np.random.Generator,
                       draws: int) -> tuple[list[dict], list[tuple[str, int, int]]]:
     """Gradient-stage rows: the input, then per k the top-k perturbation and `draws` random ones."""
-    inputs = explainer.table[explainer.vocab.encode(text)]
-    pad = explainer.table[explainer.vocab.pad_id]
-    shared = target.graph_inputs(len(text))
-    positive = [int(i) for i in np.argsort(-attributions, kind="stable") if attributions[i] > 0]
+    encoding = explainer.tokens.encoding(text)
+    inputs, shared = explainer.table[encoding.ids], target.graph_inputs(encoding)
+    pad = explainer.table[explainer.tokens.pad_id]
+    # Per token (a word piece's characters share its attribution; characters and tokens coincide for the DGCNN).
+    per_token = np.array([attributions[start:end].sum() for start, end in encoding.offsets])
+    positive = [int(i) for i in np.argsort(-per_token, kind="stable") if per_token[i] > 0 and encoding.is_text[i]]
+    text_tokens = np.flatnonzero(encoding.is_text)
 
     def row(positions) -> dict:
         embeddings = inputs.copy()
@@ -60,7 +63,7 @@ def perturbation_rows(explainer, text: str, target, attributions: np.ndarray, rn
         rows.append(row(top))
         labels.append(("top", k, len(top)))
         for _ in range(draws):
-            rows.append(row(rng.choice(len(text), size=len(top), replace=False)))
+            rows.append(row(rng.choice(text_tokens, size=len(top), replace=False)))
             labels.append(("random", k, len(top)))
     return rows, labels
 
@@ -147,7 +150,7 @@ async def _explain_all(task, texts: list[str], draws: int, seed: int, concurrenc
         "fewer_positive_than_k": {str(k): short[k] for k in KS},
         "steps": explainer.default_steps, "method": "trapezoid", "baseline": "zero", "random_draws": draws,
         "score": "target log-probability (gradient graph `score`); faithfulness = mean drop F(x) - F(x~) "
-                 "with the top-k positive / k random characters set to the [PAD] embedding",
+                 "with the top-k positive / k random tokens (characters for the DGCNN) set to the [PAD] embedding",
     }
 
 

@@ -2,6 +2,8 @@
 
 Stage 1 (subject.onnx): token_ids (B, T) -> subject_probs (B, T, 2), hidden (B, T, H).
 Stage 2 (object.onnx):  hidden (B, T, H), mask (B, T), subject (B, 2) -> object_probs (B, T, C, 2).
+The same stages for the DGCNN (tokens are characters, vocab.txt) and for a pretrained encoder (`--encoder`:
+tokens are word pieces, tokenizer.json); model.json's `tokenizer` tells serving which.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import numpy as np
 import torch
 
 from app.tasks.extract.schema import Schema
-from app.text import CharVocab
+from app.text.tokenization import Tokenization, load_tokenization
+from training.common.encoder import TOKENIZER_FILE
 from training.common.export import fold_pretrained, write_model_json
 from training.common.paths import portable_recipe, short
 from training.common.plots import plot_curve
 from training.common.splits import extract_split
+from training.extract.bert_model import BertExtractor, BertExtractorConfig
 from training.extract.data import load_examples
 from training.extract.evaluate import evaluate_torch, tune_thresholds
 from training.extract.gradient import export_gradient_stage
@@ -32,9 +36,12 @@ MAX_LENGTH = 512  # characters per text; the position table's size
 MAX_TEXTS = 64  # texts per /extract request
 
 
-def load_net(checkpoint: Path) -> DGCNNExtractor:
+def load_net(checkpoint: Path) -> DGCNNExtractor | BertExtractor:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    net = DGCNNExtractor(DGCNNConfig(**ckpt["config"]))
+    if "encoder" in ckpt["config"]:  # fine-tuned from --encoder: the config rebuilds the encoder
+        net = BertExtractor(BertExtractorConfig(**ckpt["config"]))
+    else:
+        net = DGCNNExtractor(DGCNNConfig(**ckpt["config"]))
     state = ckpt["state_dict"] if "state_dict" in ckpt else ckpt["ema"]  # "ema": checkpoints before 0.1
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.eval()
@@ -88,9 +95,17 @@ def stage_specs(hidden: int, num_labels: int, vocab_size: int, max_len: int) -> 
     }
 
 
-def export_onnx(net: DGCNNExtractor, out_dir: Path) -> None:
+def run_tokenization(run: Path) -> tuple[str, Path, Tokenization]:
+    """(model.json `tokenizer`, the file, its tokenisation) of a training run: word pieces when the run was
+    fine-tuned from --encoder (it saved the encoder's tokenizer.json), else characters."""
+    if (run / TOKENIZER_FILE).exists():
+        return "wordpiece", run / TOKENIZER_FILE, load_tokenization("wordpiece", run / TOKENIZER_FILE)
+    return "chars", run / "vocab.txt", load_tokenization("chars", run / "vocab.txt")
+
+
+def export_onnx(net: DGCNNExtractor | BertExtractor, out_dir: Path) -> None:
     """Both stages with dynamic batch and sequence axes, as single files."""
-    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=MAX_LENGTH)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=net.config.max_len)
     ids = torch.randint(5, net.config.vocab_size, (3, 17))
     torch.onnx.export(SubjectStage(net).eval(), (ids,), out_dir / "subject.onnx", dynamo=True, external_data=False,
                       input_names=["token_ids"], output_names=["subject_probs", "hidden"],
@@ -104,14 +119,15 @@ def export_onnx(net: DGCNNExtractor, out_dir: Path) -> None:
                       verbose=False)
 
 
-def parity(net: DGCNNExtractor, out_dir: Path, vocab: CharVocab, texts: list[str]) -> float:
-    """Largest absolute difference between onnxruntime and PyTorch on padded real texts."""
+def parity(net: DGCNNExtractor | BertExtractor, out_dir: Path, tokens: Tokenization, texts: list[str]) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch on padded real texts (over real tokens: what
+    padding positions hold is never read)."""
     import onnxruntime as ort
 
-    width = max(len(t) for t in texts)
-    ids = np.zeros((len(texts), width), np.int64)
-    for i, t in enumerate(texts):
-        ids[i, : len(t)] = vocab.encode(t)
+    encodings = [tokens.encoding(t) for t in texts]
+    ids = np.zeros((len(texts), max(len(e) for e in encodings)), np.int64)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e)] = e.ids
     subject = np.array([[0, 1]] * len(texts), np.int64)
     with torch.no_grad():
         hidden, mask = net.encode(torch.from_numpy(ids))
@@ -121,7 +137,9 @@ def parity(net: DGCNNExtractor, out_dir: Path, vocab: CharVocab, texts: list[str
     s2 = ort.InferenceSession(str(out_dir / "object.onnx"), providers=["CPUExecutionProvider"])
     probs, h = s1.run(None, {"token_ids": ids})
     (o,) = s2.run(None, {"hidden": h, "mask": (ids > 0).astype(np.float32), "subject": subject})
-    return float(max(np.abs(probs - ref_s).max(), np.abs(h - hidden.numpy()).max(), np.abs(o - ref_o).max()))
+    real = ids > 0
+    return float(max(np.abs(probs - ref_s)[real].max(), np.abs(h - hidden.numpy())[real].max(),
+                     np.abs(o - ref_o)[real].max()))
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -132,16 +150,16 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 def export(run: Path, models: Path, name: str, data: list[Path], command: str = "") -> Path:
-    vocab = CharVocab.load(run / "vocab.txt")
+    kind, vocab_file, tokens = run_tokenization(run)
     schema = Schema.load(run / "schema.jsonl")
     net = fold_pretrained(load_net(run / "best.pt"))
     examples = load_examples(data, schema)
     dev = [e for e in examples if extract_split(e.text) == "dev"]
     test = [e for e in examples if extract_split(e.text) == "test"]
 
-    thresholds, dev_scores = tune_thresholds(net, vocab, schema, dev)
+    thresholds, dev_scores = tune_thresholds(net, tokens, schema, dev)
     log.info("thresholds %s: dev %s", thresholds, dev_scores)
-    test_scores = evaluate_torch(net, vocab, schema, test, thresholds)
+    test_scores = evaluate_torch(net, tokens, schema, test, thresholds)
     log.info("test %s", test_scores)
 
     model_dir = models / name
@@ -154,9 +172,9 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     stages = stage_specs(c.hidden, c.num_labels, c.vocab_size, c.max_len)
     # The gradient graph comes from the saved fp16 weights, which is what a later re-export would see.
     stages["gradient"] = export_gradient_stage(load_net(run / "checkpoint.pt"), out_dir)
-    shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
+    shutil.copy(vocab_file, out_dir / vocab_file.name)
     shutil.copy(run / "schema.jsonl", out_dir / "schema.jsonl")
-    max_diff = parity(net, out_dir, vocab, [e.text for e in test[:16]])
+    max_diff = parity(net, out_dir, tokens, [e.text for e in test[:16]])
     log.info("onnx parity: max abs diff %.2e", max_diff)
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
@@ -164,19 +182,28 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     recipe = portable_recipe(recipe, ("data", "schema", "out", "embeddings"))
     if history:
         plot_history(history, model_dir / "training_curve.png")
+    recipe = portable_recipe(recipe, ("encoder",)) if recipe.get("encoder") else recipe
     data_names = [short(p) for p in data]
+    bert = isinstance(net, BertExtractor)
     config = {
         "name": name,
         "task": "extract",
-        "description": "DGCNN + probabilistic-graph relation extraction (DuIE 2.0 schema, compound objects)",
-        "vocab": "vocab.txt",
+        "description": (f"pretrained {c.encoder['model_type']} encoder ({short(c.source)}) + probabilistic-graph "
+                        "relation extraction, subject-conditioned layer norm (DuIE 2.0 schema, compound objects)"
+                        if bert else
+                        "DGCNN + probabilistic-graph relation extraction (DuIE 2.0 schema, compound objects)"),
+        "tokenizer": kind,
+        "vocab": vocab_file.name,
         "schema": "schema.jsonl",
-        "limits": {"max_length": MAX_LENGTH, "max_texts": MAX_TEXTS},
-        "architecture": net.config.to_dict(),
+        # Characters: a word-piece text never has more tokens than characters + [CLS] + [SEP].
+        "limits": {"max_length": c.max_len - 2 if bert else MAX_LENGTH, "max_texts": MAX_TEXTS},
+        "architecture": {**c.to_dict(), "source": short(c.source)} if bert else c.to_dict(),
         "thresholds": asdict(thresholds),
         # A small token budget splits the queue into batches of similar length: on CPU, padding costs
         # more than small batches do (bench/extract.py: 0.53 of the ceiling at 16384 tokens, 0.81 at 512).
-        "batching": {"max_batch_size": 64, "max_batch_tokens": 512, "max_queue_delay_ms": 2.0},
+        # An encoder's rows are up to its position table long: the budget lets a few of them batch.
+        "batching": {"max_batch_size": 64, "max_batch_tokens": 4 * c.max_len if bert else 512,
+                     "max_queue_delay_ms": 2.0},
         "stages": stages,
         "explain": {"embeddings": "embeddings.npy", "steps": 50, "max_steps": 200},
         "quality": {
@@ -194,8 +221,9 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
             "recipe": recipe,
             "epochs_run": len(history),
             "best_dev_f1_during_training": max((h.get("f1", 0) for h in history), default=None),
-            "embeddings": "word2vec skip-gram character vectors trained on ../shared/data/corpus "
-                          "(zhserve train embeddings)",
+            **({"encoder": f"{short(c.source)}, fine-tuned whole (zhserve train extract --encoder)"} if bert else
+               {"embeddings": "word2vec skip-gram character vectors trained on ../shared/data/corpus "
+                              "(zhserve train embeddings)"}),
         },
     }
     write_model_json(model_dir, config)

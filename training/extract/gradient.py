@@ -22,6 +22,9 @@ from torch.nn import functional as F
 
 from training.extract.model import DGCNNExtractor
 
+# The extractors this works for (DGCNNExtractor, bert_model.BertExtractor) share one interface; BERT's linears,
+# layer norms and attention trace through the same route (no convolution there).
+
 
 class MatmulLinear(nn.Module):
     """nn.Linear as matmul + bias: F.linear's traced backward fixes the batch and sequence sizes."""
@@ -84,9 +87,15 @@ def gradient_function(score: TripleScore):
     return both
 
 
+def embedding_size(net) -> int:
+    """E: the width of the embeddings the graph takes (the DGCNN's hidden size; ALBERT's is smaller than H)."""
+    with torch.no_grad():
+        return net.embeddings(torch.zeros(1, 1, dtype=torch.long)).shape[-1]
+
+
 def example_inputs(net: DGCNNExtractor, batch: int = 3, length: int = 17):
     g = torch.Generator().manual_seed(0)
-    embeddings = torch.randn(batch, length, net.config.hidden, generator=g) * 0.1
+    embeddings = torch.randn(batch, length, embedding_size(net), generator=g) * 0.1
     mask = torch.ones(batch, length)
     subject = torch.tensor([[1, 3], [0, 0], [5, 9]])[:batch]
     obj = torch.tensor([[6, 8], [2, 4], [0, 1]])[:batch]
@@ -129,6 +138,7 @@ def export_gradient(net: DGCNNExtractor, path: Path) -> None:
 
 
 def gradient_stage_spec(hidden: int, num_labels: int, max_len: int) -> dict:
+    """`hidden`: the embedding width E the graph takes and gives gradients for."""
     f32, i64 = "float32", "int64"
     return {"file": "gradient.onnx", "max_length": max_len,
             "inputs": {"embeddings": {"dtype": f32, "shape": ["batch", "seq", hidden]},
@@ -151,4 +161,4 @@ def export_gradient_stage(net: DGCNNExtractor, out_dir: Path) -> dict:
     with torch.no_grad():
         table = net.embeddings(torch.arange(net.config.vocab_size)[None])[0].numpy()
     np.save(out_dir / "embeddings.npy", table.astype(np.float16))  # the checkpoint's weights are fp16 already
-    return gradient_stage_spec(net.config.hidden, net.config.num_labels, net.config.max_len)
+    return gradient_stage_spec(table.shape[1], net.config.num_labels, net.config.max_len)

@@ -92,13 +92,17 @@ def cached_parity(model, vocab: CharVocab, out: Path, question: torch.Tensor, ta
 
 
 def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict, training: dict,
-                max_source: int, max_target: int) -> Path:
+                max_source: int, max_target: int, pieces: Path | None = None) -> Path:
+    """`pieces`: a pretrained encoder's tokenizer.json, shipped beside the math vocabulary (the question's text
+    is then read in word pieces)."""
     model_dir = models / name
     out = model_dir / "1"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     parity = export_graphs(model, vocab, out)
     vocab.save(out / "vocab.txt")
+    if pieces is not None:
+        shutil.copyfile(pieces, out / "tokenizer.json")
     c = model.config
     layers, heads, d = c.num_hidden_layers, c.num_attention_heads, c.hidden_size // c.num_attention_heads
     cache = ["batch", layers, heads, "seq", d]
@@ -109,6 +113,7 @@ def write_model(model, vocab: CharVocab, models: Path, name: str, quality: dict,
         "description": "UniLM seq2seq on the project's BERT: a math word problem -> an expression, beam search "
                        "with a key/value cache",
         "vocab": "vocab.txt",
+        **({"pieces": "tokenizer.json"} if pieces is not None else {}),
         "limits": {"max_question_tokens": max_source - 2, "max_beam_size": 10},
         "decoding": {"beam_size": 4, "max_expression_tokens": max_target - 1},
         "architecture": {"layers": layers, "hidden": c.hidden_size, "heads": heads, "vocab_size": len(vocab),
@@ -151,6 +156,8 @@ def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int,
     cfg = state["config"]
     best = max(state["history"], key=lambda h: h["dev_accuracy"]) if state["history"] else {}
     init = "the project's BERT (models/mlm's run)" if cfg["init"] else "from scratch"
+    if cfg.get("encoder"):
+        init = f"the pretrained encoder {shown(cfg['encoder'])} (word pieces)"
     if cfg.get("warm_start"):
         init = f"the math checkpoint {shown(cfg['warm_start'])}, which started from {init}"
     data = f"{shown(cfg['data'])}"
@@ -158,9 +165,11 @@ def export(run: Path, models: Path, name: str, eval_data: Path, eval_limit: int,
         data += f" + {cfg['ape_copies']} copies of our Ape210K train share (training/common/splits.py ape_split)"
     training = {"command": command, "init": init,
                 "data": f"{data} (all problems whose equation evaluates to the given answer)",
-                "recipe": {k: v for k, v in cfg.items() if k not in ("out", "data")},
+                "recipe": {k: shown(v) if k == "encoder" and v else v
+                           for k, v in cfg.items() if k not in ("out", "data")},
                 "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), "checkpoint": best}
-    model_dir = write_model(model, vocab, models, name, {}, training, cfg["max_source"], cfg["max_target"])
+    pieces = run / "tokenizer.json" if cfg.get("encoder") else None
+    model_dir = write_model(model, vocab, models, name, {}, training, cfg["max_source"], cfg["max_target"], pieces)
     history_file = run / "history.json"  # the whole run; the checkpoint's own history stops at its step
     history = json.loads(history_file.read_text()) if history_file.exists() else state["history"]
     if history:

@@ -1,4 +1,6 @@
-"""Fine-tune the project's BERT as a UniLM seq2seq math solver (or train the same network from scratch).
+"""Fine-tune the project's BERT (or a user's, `--encoder DIR`) as a UniLM seq2seq math solver (or train the
+same network from scratch). With an encoder the question's text is read in its word pieces, numbers still
+one slot token each.
 
 Teacher forcing over [CLS] question [SEP] expression [SEP]; the loss is on the expression tokens only.
 The learning rate warms up, then decays linearly to zero by whichever comes first of `epochs` and
@@ -20,11 +22,13 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from app.tasks.math.text import source_ids
 from app.text import CharVocab
+from app.text.subword import SubwordTokenizer
 from training.common.paths import RUNS
 from training.common.schedule import adamw, warmup_linear
 from training.math.data import APE_VALID, MATH23K, Problem, load, training_set
-from training.math.model import from_pretrained, from_scratch, hidden_states, math_vocab
+from training.math.model import from_encoder, from_pretrained, from_scratch, hidden_states, math_vocab
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class MathConfig:
     out: str = str(RUNS / "math")
     init: str = str(RUNS / "mlm")  # a `zhserve train mlm` run; "" trains from scratch
     warm_start: str = ""  # a math checkpoint (best.pt) to go on from, with a fresh schedule
+    encoder: str = ""  # a Hugging Face BERT folder (fast tokenizer): fine-tuned instead of `init`
     data: str = str(MATH23K)
     ape_copies: int = 0  # copies of our Ape210K "train" share added to the training data (0: Math23K only)
     dev_data: str = str(APE_VALID)  # its "dev" share (ape_split) picks the checkpoint
@@ -63,9 +68,20 @@ RECIPES = {
 }
 
 
-def encode(problem: Problem, vocab: CharVocab, cfg: MathConfig) -> tuple[list[int], list[int]] | None:
+# --encoder: fine-tuning settings for a pretrained (usually larger) BERT.
+ENCODER_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "epochs": 20.0, "warmup": 0.1, "max_source": 256}
+ENCODER_RECIPES = {
+    # 2 CPU cores: a time box; a base-size encoder gets through a few thousand problems in it.
+    "cpu": {"max_minutes": 80.0, "threads": 2, "batch_size": 16, "eval_problems": 100},
+    # One GPU: Math23K plus our Ape210K train share, to convergence.
+    "gpu": {"epochs": 50.0, "batch_size": 64, "lr": 5e-5, "ape_copies": 1, "eval_problems": 1000},
+}
+
+
+def encode(problem: Problem, vocab: CharVocab, cfg: MathConfig,
+           pieces: SubwordTokenizer | None = None) -> tuple[list[int], list[int]] | None:
     """(source ids with [CLS] [SEP], target ids with the closing [SEP]); None when too long."""
-    source = [vocab.cls_id] + [vocab.index.get(p, vocab.unk_id) for p in problem.pieces] + [vocab.sep_id]
+    source = source_ids(problem.question, vocab, pieces)[0]
     target = [vocab.index[t] for t in problem.target] + [vocab.sep_id]
     if len(source) > cfg.max_source or len(target) > cfg.max_target:
         return None
@@ -101,14 +117,15 @@ def batches(pairs: list, size: int, rng: random.Random):
 
 
 @torch.no_grad()
-def greedy(model, vocab: CharVocab, problems: list[Problem], max_target: int, batch: int = 64) -> list[list[str]]:
+def greedy(model, vocab: CharVocab, problems: list[Problem], max_target: int, batch: int = 64,
+           pieces: SubwordTokenizer | None = None) -> list[list[str]]:
     """Greedy expressions (token lists), recomputing the whole sequence each step: a quick check while
     training; serving uses beam search with the expression grammar (app/tasks/math/decode.py)."""
     model.eval()
     results = []
     for start in range(0, len(problems), batch):
         chunk = problems[start:start + batch]
-        seqs = [[vocab.cls_id] + [vocab.index.get(p, vocab.unk_id) for p in q.pieces] + [vocab.sep_id] for q in chunk]
+        seqs = [source_ids(q.question, vocab, pieces)[0] for q in chunk]
         sources = [len(s) for s in seqs]
         done = [False] * len(seqs)
         for _ in range(max_target):
@@ -152,11 +169,14 @@ def accuracy(problems: list[Problem], outputs: list[list[str]]) -> dict:
 
 
 def build(cfg: MathConfig):
+    """(model, math vocabulary, the encoder's tokenizer or None)."""
+    if cfg.encoder:
+        return from_encoder(Path(cfg.encoder), cfg.max_positions)
     if cfg.init:
-        return from_pretrained(Path(cfg.init), cfg.max_positions)
+        return (*from_pretrained(Path(cfg.init), cfg.max_positions), None)
     base = CharVocab.load(RUNS / "mlm" / "vocab.txt")  # the vocabulary of `zhserve train mlm`'s default run
     vocab = math_vocab(base)
-    return from_scratch(vocab, cfg.hidden, cfg.layers, cfg.heads, cfg.max_positions), vocab
+    return from_scratch(vocab, cfg.hidden, cfg.layers, cfg.heads, cfg.max_positions), vocab, None
 
 
 def train(cfg: MathConfig) -> Path:
@@ -165,11 +185,15 @@ def train(cfg: MathConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model, vocab = build(cfg)
+    model, vocab, pieces = build(cfg)
     if cfg.warm_start:
         model.load_state_dict(torch.load(cfg.warm_start, weights_only=False)["model"])
     vocab.save(out / "vocab.txt")
-    pairs = [e for p in training_set([Path(cfg.data)], cfg.ape_copies) if (e := encode(p, vocab, cfg))]
+    if pieces is not None:
+        from training.common.encoder import save_tokenizer
+
+        save_tokenizer(pieces, out)
+    pairs = [e for p in training_set([Path(cfg.data)], cfg.ape_copies) if (e := encode(p, vocab, cfg, pieces))]
     dev = [p for p in load(cfg.dev_data, split="dev") if p.target is not None][:cfg.eval_problems]
     log.info("%d training pairs, %d dev problems", len(pairs), len(dev))
     opt = adamw(model, cfg.lr, cfg.weight_decay)
@@ -217,7 +241,7 @@ def train(cfg: MathConfig) -> Path:
             recent.append(loss.item())
             bar.update(1)
             if step % cfg.eval_every == 0 or progress() >= 1:
-                metrics = accuracy(dev, greedy(model, vocab, dev, cfg.max_target))
+                metrics = accuracy(dev, greedy(model, vocab, dev, cfg.max_target, pieces=pieces))
                 history.append({"step": step, "epoch": step / steps_per_epoch, "minutes": (time.time() - started) / 60,
                                 "train_loss": float(np.mean(recent)), "dev_accuracy": metrics["accuracy"],
                                 "dev_valid": metrics["valid"]})

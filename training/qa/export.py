@@ -101,11 +101,29 @@ def parity(net: DGCNNReader, path: Path, vocab: CharVocab, questions: list[Quest
     return float(np.abs(probs - ref)[mask].max())
 
 
+def load_encoder_reader(run: Path):
+    """(EncoderReader, its word-piece tokenizer, reading settings) of a `zhserve train qa --encoder` run."""
+    from app.text.subword import SubwordTokenizer
+    from training.qa.encoder_reader import from_checkpoint
+
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    net = from_checkpoint(ckpt["config"])
+    net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    return net.eval(), SubwordTokenizer.load(run / "tokenizer.json"), {k: ckpt[k] for k in ("window", "stride",
+                                                                                           "max_answer")}
+
+
 def export(run: Path, models: Path, name: str, data: list[Path], command: str = "", limit: int = 0) -> Path:
     """`limit`: measure on the first N dev and test questions only (quick checks)."""
-    vocab = CharVocab.load(run / "vocab.txt")
-    net, reading = load_reader(run / "best.pt")
-    reader = TorchReader(net, vocab, reading["window"], reading["stride"], reading["max_answer"])
+    if (run / "tokenizer.json").exists():  # a --encoder run
+        from training.qa.encoder_reader import EncoderTorchReader
+
+        net, tokenizer, reading = load_encoder_reader(run)
+        reader = EncoderTorchReader(net, tokenizer, reading["window"], reading["stride"], reading["max_answer"])
+    else:
+        vocab = CharVocab.load(run / "vocab.txt")
+        net, reading = load_reader(run / "best.pt")
+        reader = TorchReader(net, vocab, reading["window"], reading["stride"], reading["max_answer"])
     dev = [q for path in data for q in load(path) if qa_split(q.id) == "dev" and q.gold][: limit or None]
     threshold, tuning, dev_always = tune_threshold(reader, dev)
     log.info("no-answer threshold %.4f: %s", threshold, tuning)
@@ -127,40 +145,35 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
     out_dir = model_dir / "1"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, out_dir / "reader.onnx")
-    shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
-    max_diff = parity(net, out_dir / "reader.onnx", vocab, test[:16], reading["window"])
+    if (run / "tokenizer.json").exists():
+        from training.qa import encoder_reader
+
+        encoder_reader.export_onnx(net, out_dir / "reader.onnx")
+        shutil.copy(run / "tokenizer.json", out_dir / "tokenizer.json")
+        max_diff = encoder_reader.parity(net, out_dir / "reader.onnx", tokenizer, test[:16], reading["window"])
+    else:
+        export_onnx(net, out_dir / "reader.onnx")
+        shutil.copy(run / "vocab.txt", out_dir / "vocab.txt")
+        max_diff = parity(net, out_dir / "reader.onnx", vocab, test[:16], reading["window"])
     log.info("onnx parity: max abs diff %.2e", max_diff)
 
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
     recipe = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
-    recipe = portable_recipe(recipe, ("data", "out", "embeddings"))
+    recipe = portable_recipe(recipe, ("data", "out", "embeddings", "encoder"))
     if history:
         plot_curve(model_dir / "training_curve.png", [h["epoch"] for h in history], [h["loss"] for h in history],
                    [h.get("f1", float("nan")) for h in history], "epoch", "training loss",
-                   "dev F1 (400 questions)", "DGCNN reader: training loss and dev F1", (0, 1))
+                   "dev F1 (400 questions)", f"{'encoder' if (run / 'tokenizer.json').exists() else 'DGCNN'} reader: "
+                   "training loss and dev F1", (0, 1))
     data_names = [short(p) for p in data]
-    f32, i64 = "float32", "int64"
+    encoded = (run / "tokenizer.json").exists()
+    sections = encoder_sections(net, reading, threshold) if encoded else dgcnn_sections(net, reading, threshold)
     config = {
         "name": name,
         "task": "qa",
-        "description": "DGCNN reading comprehension: question + passage windows -> start/end pointers, "
-                       "answers voted across passages, no-answer by threshold",
-        "vocab": "vocab.txt",
-        "limits": {"max_length": MAX_LENGTH, "max_total_length": MAX_TOTAL_LENGTH,
-                   "max_question_length": net.config.question_length,
-                   "max_passages": MAX_PASSAGES},
-        "architecture": net.config.to_dict(),
-        "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold},
+        **sections,
         # Windows are 256 characters: a handful per batch keeps padding and per-batch latency small on CPU.
         "batching": {"max_batch_size": 32, "max_batch_tokens": 4096, "max_queue_delay_ms": 2.0},
-        "stages": {"reader": {"file": "reader.onnx", "max_length": net.config.max_len,
-                              "inputs": {"passage_ids": {"dtype": i64, "shape": ["batch", "seq"],
-                                                         "bound": net.config.vocab_size},
-                                         "question_ids": {"dtype": i64,
-                                                          "shape": ["batch", net.config.question_length],
-                                                          "bound": net.config.vocab_size}},
-                              "outputs": {"probs": {"dtype": f32, "shape": ["batch", "seq", 2]}}}},
         "quality": {
             "split": "test: CMRC 2018 trial set (1,002 questions; never trained on)",
             "n": len(test), **test_scores,
@@ -182,9 +195,57 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
             "recipe": recipe,
             "epochs_run": len(history),
             "best_dev_during_training": max(history, key=lambda h: h.get("em", 0) + h.get("f1", 0), default=None),
-            "embeddings": "word2vec skip-gram character vectors trained on ../shared/data/corpus "
+            "embeddings": f"fine-tuned from the encoder {recipe.get('encoder')}" if encoded else
+                          "word2vec skip-gram character vectors trained on ../shared/data/corpus "
                           "(zhserve train embeddings)",
         },
     }
     write_model_json(model_dir, config)
     return model_dir
+
+
+def dgcnn_sections(net: DGCNNReader, reading: dict, threshold: float) -> dict:
+    """The model.json sections of the DGCNN reader: characters, question and window ids apart."""
+    f32, i64 = "float32", "int64"
+    return {
+        "description": "DGCNN reading comprehension: question + passage windows -> start/end pointers, "
+                       "answers voted across passages, no-answer by threshold",
+        "vocab": "vocab.txt",
+        "limits": {"max_length": MAX_LENGTH, "max_total_length": MAX_TOTAL_LENGTH,
+                   "max_question_length": net.config.question_length,
+                   "max_passages": MAX_PASSAGES},
+        "architecture": net.config.to_dict(),
+        "reading": {**reading, "question_length": net.config.question_length, "no_answer_threshold": threshold},
+        "stages": {"reader": {"file": "reader.onnx", "max_length": net.config.max_len,
+                              "inputs": {"passage_ids": {"dtype": i64, "shape": ["batch", "seq"],
+                                                         "bound": net.config.vocab_size},
+                                         "question_ids": {"dtype": i64,
+                                                          "shape": ["batch", net.config.question_length],
+                                                          "bound": net.config.vocab_size}},
+                              "outputs": {"probs": {"dtype": f32, "shape": ["batch", "seq", 2]}}}},
+    }
+
+
+def encoder_sections(net, reading: dict, threshold: float) -> dict:
+    """The model.json sections that differ for a reader on a pretrained encoder: word-piece rows of
+    [CLS] question [SEP] window [SEP] (token_ids, type_ids), the question limit in characters such that its
+    pieces always fit (a character is at most one piece)."""
+    c = net.config
+    f32, i64 = "float32", "int64"
+    return {
+        "description": f"reading comprehension on a pretrained {c.encoder['model_type']} encoder: [CLS] question "
+                       "[SEP] passage window [SEP] -> start/end pointers put back on characters, answers voted "
+                       "across passages, no-answer by threshold",
+        "tokenizer": "wordpiece", "vocab": "tokenizer.json",
+        "limits": {"max_length": MAX_LENGTH, "max_total_length": MAX_TOTAL_LENGTH,
+                   "max_question_length": c.question_tokens - 2, "max_passages": MAX_PASSAGES},
+        "architecture": {"reader": "pretrained encoder + sigmoid start/end pointers", **c.encoder,
+                         "question_tokens": c.question_tokens, "max_tokens": c.max_tokens},
+        "reading": {**reading, "question_length": c.question_tokens, "no_answer_threshold": threshold},
+        "stages": {"reader": {"file": "reader.onnx", "max_length": c.max_tokens,
+                              "inputs": {"token_ids": {"dtype": i64, "shape": ["batch", "seq"],
+                                                       "bound": c.encoder["vocab_size"]},
+                                         "type_ids": {"dtype": i64, "shape": ["batch", "seq"],
+                                                      "bound": c.encoder_config.get("type_vocab_size", 2)}},
+                              "outputs": {"probs": {"dtype": f32, "shape": ["batch", "seq", 2]}}}},
+    }

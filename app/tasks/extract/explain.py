@@ -3,6 +3,11 @@
 The explained score is the probabilistic graph's log-probability of the triple's pointers:
 log P(subject start) + log P(subject end), plus, when the target names a predicate and an object,
 log P(object start | subject, predicate) + log P(object end | subject, predicate) for the object's @value.
+
+The gradient graph takes token embeddings: characters for the DGCNN, word pieces for a pretrained encoder.
+A token's attribution is shared evenly by the characters it covers, so the per-character attributions still
+sum to F(x) - F(x'); [CLS] and [SEP] keep their own embeddings in the baseline (they stand for no text, so
+they carry no attribution), and whitespace, which no word piece covers, gets 0.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from app.runtime.repository import ModelHandle
 from app.tasks.base import Section, check_text
 from app.tasks.explain import METHODS, integrate, interpolate, quadrature
 from app.tasks.extract.schema import VALUE, Schema
-from app.text import CharVocab
+from app.text.subword import Encoding
+from app.text.tokenization import Tokenization
 
 BASELINES = ("zero", "pad", "mask")
 SUBJECT_SCORE = "log P(subject start) + log P(subject end)"
@@ -38,13 +44,22 @@ class Target:
                     "object_span": list(self.object)}
         return out | {"score_explained": TRIPLE_SCORE if self.predicate else SUBJECT_SCORE}
 
-    def graph_inputs(self, length: int) -> dict[str, np.ndarray]:
-        """The gradient graph's inputs besides the embeddings, for a text of `length` characters."""
-        return {"mask": np.ones(length, np.float32),
-                "subject": np.array([self.subject[0], self.subject[1] - 1], np.int64),
-                "object": np.array([self.object[0], self.object[1] - 1] if self.object else [0, 0], np.int64),
+    def graph_inputs(self, encoding: Encoding) -> dict[str, np.ndarray]:
+        """The gradient graph's inputs besides the embeddings: the spans as inclusive token indices."""
+        subject = _tokens(encoding, self.subject, "subject")
+        obj = _tokens(encoding, self.object, "object") if self.object else (0, 0)
+        return {"mask": np.ones(len(encoding), np.float32),
+                "subject": np.array(subject, np.int64), "object": np.array(obj, np.int64),
                 "label": np.array(self.label, np.int64),
                 "use_object": np.array(1.0 if self.object else 0.0, np.float32)}
+
+
+def _tokens(encoding: Encoding, span: tuple[int, int], field: str) -> tuple[int, int]:
+    tokens = encoding.token_span(*span)
+    if tokens is None:
+        raise InvalidInput(f"target.{field}_span: {list(span)} does not start and end on the boundaries of the "
+                           "model's tokens")
+    return tokens
 
 
 def _kind(value: object) -> str:
@@ -112,8 +127,8 @@ class ExplainSection(Section):
 
 
 class ExtractExplainer:
-    def __init__(self, model: ModelHandle, config: ExplainSection, vocab: CharVocab, schema: Schema):
-        self.model, self.vocab, self.schema = model, vocab, schema
+    def __init__(self, model: ModelHandle, config: ExplainSection, tokens: Tokenization, schema: Schema):
+        self.model, self.tokens, self.schema = model, tokens, schema
         self.table = np.load(model.directory / config.embeddings).astype(np.float32)
         self.default_steps, self.max_steps, self.max_length = config.steps, config.max_steps, config.max_length
 
@@ -121,9 +136,14 @@ class ExtractExplainer:
         if name == "zero":
             return np.zeros((length, self.table.shape[1]), np.float32)
         if name in ("pad", "mask"):
-            row = self.table[self.vocab.pad_id if name == "pad" else self.vocab.mask_id]
+            row = self.table[self.tokens.pad_id if name == "pad" else self.tokens.mask_id]
             return np.repeat(row[None], length, axis=0)
         raise InvalidInput(f"baseline: {name!r} is not one of {', '.join(BASELINES)}")
+
+    def graph_rows(self, text: str, goal: Target) -> tuple[Encoding, np.ndarray, dict[str, np.ndarray]]:
+        """The text's tokens, their embeddings (T, E) and the gradient graph's other inputs for `goal`."""
+        encoding = self.tokens.encoding(text)
+        return encoding, self.table[encoding.ids], goal.graph_inputs(encoding)
 
     async def explain(self, text: str, target: dict, deadline: float, steps: int | None = None,
                       method: str = "trapezoid", baseline: str = "zero") -> dict:
@@ -134,15 +154,16 @@ class ExtractExplainer:
             raise InvalidInput(f"method: {method!r} is not one of {', '.join(METHODS)}")
         check_text(text, "text", self.max_length, "explain.max_length")
         goal = resolve_target(text, target, self.schema)
-        inputs = self.table[self.vocab.encode(text)]
-        base = self.baseline(baseline, len(text))
+        encoding, inputs, shared = self.graph_rows(text, goal)
+        base = self.baseline(baseline, len(encoding))
+        base[~encoding.is_text] = inputs[~encoding.is_text]
         alphas, weights = quadrature(steps, method)
-        shared = goal.graph_inputs(len(text))
         rows = [{"embeddings": point, **shared} for point in interpolate(inputs, base, alphas)]
         async with self.model.admit({"gradient": len(rows)}, deadline) as permit:
             outputs = await self.model.stage("gradient").submit(rows, deadline, permit)
         result = integrate(inputs, base, weights, np.stack([o["gradient"] for o in outputs]),
                            np.array([float(o["score"]) for o in outputs]))
+        result.attributions = encoding.char_values(result.attributions, len(text))
         return {
             "task": "extract",
             "target": goal.describe(text),

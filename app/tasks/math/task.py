@@ -17,8 +17,9 @@ from app.tasks.base import ModelFile, Section, read_config
 from app.tasks.math.decode import Grammar, beam_search
 from app.tasks.math.evaluator import ExpressionError, evaluate, format_answer
 from app.tasks.math.rerank import Candidate, Reranker
-from app.tasks.math.text import render, slot_question
+from app.tasks.math.text import render, source_ids
 from app.text import CharVocab
+from app.text.subword import SubwordTokenizer
 
 
 class MathLimits(Section):
@@ -41,6 +42,9 @@ class MathConfig(ModelFile):
     limits: MathLimits
     decoding: DecodingSection
     rerank: RerankSection | None = None  # without it: the first candidate worth more than zero
+    # a pretrained encoder's tokenizer.json: the question's text read in its word pieces (absent: characters);
+    # `vocab` is still the math vocabulary (the encoder's, grown by the slot and expression tokens)
+    pieces: str | None = None
 
 
 class MathTask:
@@ -51,6 +55,7 @@ class MathTask:
         config = read_config(model, MathConfig)
         self.model, self.limits = model, config.limits
         self.vocab = CharVocab.load(model.directory / config.vocab)
+        self.pieces = SubwordTokenizer.load(model.directory / config.pieces) if config.pieces else None
         self.grammar = Grammar(self.vocab)
         self.beam_size = config.decoding.beam_size
         self.max_expression = config.decoding.max_expression_tokens
@@ -61,12 +66,11 @@ class MathTask:
         """[CLS] question-with-slots [SEP] as ids, and the numbers in the slots."""
         if not question.strip():
             raise InvalidInput("question: empty text")
-        q = slot_question(question)
-        if len(q.pieces) > self.limits.max_question_tokens:
-            raise InvalidInput(f"question: {len(q.pieces)} tokens (numbers count as one), over the model's "
+        ids, numbers = source_ids(question, self.vocab, self.pieces)
+        if len(ids) - 2 > self.limits.max_question_tokens:
+            raise InvalidInput(f"question: {len(ids) - 2} tokens (numbers count as one), over the model's "
                                f"limits.max_question_tokens of {self.limits.max_question_tokens}")
-        get, unk = self.vocab.index.get, self.vocab.unk_id
-        return [self.vocab.cls_id] + [get(p, unk) for p in q.pieces] + [self.vocab.sep_id], q.numbers
+        return ids, numbers
 
     async def solve(self, question: str, beam_size: int | None, deadline: float) -> dict:
         candidates = await self.candidates(question, beam_size, deadline)

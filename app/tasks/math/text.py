@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from app.runtime.errors import InvalidInput
 from app.tasks.math.evaluator import MAX_DIGITS
-from app.text import normalize
+from app.text import CharVocab, normalize
+from app.text.subword import SubwordTokenizer
 
 MAX_SLOTS = 20  # numbers past the 20th of a question stay digits
 SLOT = "[N{}]"
@@ -32,8 +33,10 @@ class Question:
     numbers: list[str]  # the number written in slot i, as in the question (e.g. "3(1/2)", "(1/5)", "2.5")
 
 
-def slot_question(text: str) -> Question:
-    """Normalise (full-width -> half-width) and replace numbers by slots, in order of appearance.
+def slot_text(text: str) -> tuple[list[str], list[str]]:
+    """Cut the text at its first MAX_SLOTS numbers, found in the normalised text (full-width digits are
+    numbers too): (the stretches of text around them as written, len(numbers) + 1 of them; the numbers,
+    normalised, in order of appearance). Normalising keeps offsets, so the stretches are slices of `text`.
 
     A literal the evaluator would refuse (over MAX_DIGITS characters) is refused here, before any model work:
     copied into a slot it would only come back as a huge unusable expression. The scan is one linear pass."""
@@ -41,15 +44,41 @@ def slot_question(text: str) -> Question:
     for m in LITERAL_RE.finditer(norm):
         if (size := m.end() - m.start()) > MAX_DIGITS:
             raise InvalidInput(f"question: a number of {size} digits, over the limit of {MAX_DIGITS}")
-    pieces, numbers, at = [], [], 0
+    stretches, numbers, at = [], [], 0
     for m in NUMBER_RE.finditer(norm):
         if len(numbers) == MAX_SLOTS:
             break
-        pieces += list(norm[at:m.start()]) + [SLOT.format(len(numbers))]
+        stretches.append(text[at:m.start()])
         numbers.append(m.group())
         at = m.end()
-    pieces += list(norm[at:])
-    return Question([p for p in pieces if not p.isspace()], numbers)
+    stretches.append(text[at:])
+    return stretches, numbers
+
+
+def slot_question(text: str) -> Question:
+    """The question as the project's character model reads it: its characters (whitespace dropped) with
+    each of its first MAX_SLOTS numbers replaced by a slot."""
+    stretches, numbers = slot_text(text)
+    pieces = []
+    for i, stretch in enumerate(stretches):
+        pieces += [c for c in normalize(stretch) if not c.isspace()] + ([SLOT.format(i)] if i < len(numbers) else [])
+    return Question(pieces, numbers)
+
+
+def source_ids(text: str, vocab: CharVocab, pieces: SubwordTokenizer | None = None) -> tuple[list[int], list[str]]:
+    """[CLS] question-with-slots [SEP] as ids of `vocab`, and the numbers in the slots. The text between the
+    slots is read one character a token (the project's vocabulary, normalised), or, given a pretrained encoder's
+    tokenizer, as its word pieces of the text as written, the way the encoder was pretrained (whose ids
+    `vocab`, the math vocabulary grown from it, keeps)."""
+    if pieces is None:
+        q = slot_question(text)
+        get, unk = vocab.index.get, vocab.unk_id
+        return [vocab.cls_id] + [get(p, unk) for p in q.pieces] + [vocab.sep_id], q.numbers
+    stretches, numbers = slot_text(text)
+    ids = [vocab.cls_id]
+    for i, encoded in enumerate(pieces.encode_batch(stretches)):
+        ids += encoded.ids[1:-1].tolist() + ([vocab.index[SLOT.format(i)]] if i < len(numbers) else [])
+    return ids + [vocab.sep_id], numbers
 
 
 def number_expression(number: str) -> str:
