@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
-                                           BatchLimits(), settings.batching_overrides(), settings.cpu_arena)
+                                           BatchLimits(), settings.batching_overrides(), settings.cpu_arena,
+                                           settings.variant)
     errors.install(app)
     for router in (extract.router, qa.router, solve_math.router, segment.router, explain.router, system.router,
                    v2.routes.router):
