@@ -13,6 +13,7 @@ from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.base import ModelFile, Section, check_text, read_config
 from app.tasks.qa.decode import Candidate, question_ids, vote, windows
+from app.tasks.qa.explain import QAExplainer, QAExplainSection
 from app.text import CharVocab
 
 
@@ -34,16 +35,19 @@ class ReadingSection(Section):
 class QAConfig(ModelFile):
     limits: QALimits
     reading: ReadingSection
+    explain: QAExplainSection | None = None  # present when a gradient graph was exported
 
 
 class QATask:
     kind = "qa"
-    explainer = None
 
     def __init__(self, model: ModelHandle):
         config = read_config(model, QAConfig)
         self.model, self.limits, self.reading = model, config.limits, config.reading
         self.vocab = CharVocab.load(model.directory / config.vocab)
+        self.explainer = (QAExplainer(model, config.explain, self.vocab, self.reading.question_length,
+                                      self.reading.max_answer)
+                          if config.explain is not None and "gradient" in config.stages else None)
 
     def validate(self, question: str, passages: list[str]) -> None:
         check_text(question, "question", self.limits.max_question_length, "limits.max_question_length")
