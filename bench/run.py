@@ -4,7 +4,7 @@ from __future__ import annotations
 
 BENCHES = {"extract": "bench.extract", "qa": "bench.qa", "segment": "bench.segment", "explain": "bench.explain",
            "math": "bench.math", "overload": "bench.overload", "memory": "bench.memory",
-           "peers": "bench.peers"}
+           "peers": "bench.peers", "variants": "bench.variants"}
 
 
 def main(argv: list[str]) -> None:

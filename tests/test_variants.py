@@ -188,3 +188,41 @@ def test_a_shipped_variant_keeps_the_rule_it_was_kept_by(version_dir, kind):
     version = max((p for p in version_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     for stage, name in entry["files"].items():
         assert (version / name).stat().st_size == entry["bytes"][stage]
+
+
+TEXT = "周杰伦出生于台湾省新北市，毕业于淡江中学，代表作有《七里香》和《晴天》。"
+
+
+def real_feed(model: str, stage: str, vocab) -> dict[str, np.ndarray] | None:
+    """Ids of a real sentence for the stages that read characters (later stages read what earlier ones wrote:
+    their variants are covered by the dev measurements)."""
+    from app.tasks.qa.decode import question_ids
+
+    if (model, stage) == ("qa", "reader"):
+        return {"question_ids": question_ids(vocab, "周杰伦出生在哪里？", 64)[None],
+                "passage_ids": vocab.encode(TEXT)[None]}
+    if stage in ("encoder", "subject"):
+        return {"token_ids": np.array([[vocab.cls_id, *vocab.encode(TEXT), vocab.sep_id]])}
+    return None
+
+
+@pytest.mark.parametrize("version_dir, kind", list(shipped_variants()))
+def test_a_shipped_variant_matches_fp32_on_a_real_sentence(version_dir, kind):
+    from app.text import CharVocab
+    from training.common.variants import cpu_session
+
+    config = json.loads((version_dir / "model.json").read_text(encoding="utf-8"))
+    version = max((p for p in version_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    vocab = CharVocab.load(version / config["vocab"])
+    checked = 0
+    for stage, name in config["variants"][kind]["files"].items():
+        feed = real_feed(version_dir.name, stage, vocab)
+        if feed is None:
+            continue
+        reference = cpu_session(version / config["stages"][stage]["file"]).run(None, feed)
+        got = cpu_session(version / name).run(None, feed)
+        for r, g in zip(reference, got, strict=True):
+            error = relative_error(r, g)
+            assert 0 < error <= {"int8": INT8_TOLERANCE, "fp16": FP16_TOLERANCE}[kind], (stage, error)
+        checked += 1
+    assert checked >= 1

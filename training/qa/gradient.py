@@ -37,6 +37,7 @@ class AnswerScore(nn.Module):
     def forward(self, q_embedded, p_embedded, q_mask, p_mask, in_question, span):
         logits = self.net.from_embeddings(q_embedded, p_embedded, q_mask, p_mask, in_question)  # (B, T, 2)
         B, T, _ = logits.shape
+        span = span.clamp(0, T - 1)  # the graph is also served raw (/v2): an index past the passage is no crash
         # A gather on flattened logits: slicing ([..., 0]) would trace to as_strided_scatter, which ONNX lacks.
         start, end = torch.gather(logits.reshape(B, T * 2), 1, span * 2 + torch.tensor([0, 1])).unbind(1)
         return F.logsigmoid(start) + F.logsigmoid(end)
