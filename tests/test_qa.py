@@ -151,6 +151,9 @@ def test_tiny_training_run_learns_and_exports_with_parity(tiny_qa):
     assert config["task"] == "qa" and config["quality"]["onnx_parity_max_abs_diff"] < 1e-4
     assert config["reading"]["window"] - config["reading"]["stride"] >= config["reading"]["max_answer"]
     assert (models / "qa" / "1" / "reader.onnx").exists()
+    # the /explain gradient graph is exported with the reader and checked against torch autograd
+    assert (models / "qa" / "1" / "gradient.onnx").exists() and "gradient" in config["stages"]
+    assert config["quality"]["gradient_parity_max_abs_diff"] < 1e-4 and config["explain"]["max_length"] == 64
 
 
 @pytest.mark.data
