@@ -134,3 +134,9 @@ def test_a_one_character_passage_works(client):
     r = client.post("/explain", json={"task": "qa", "text": "台", "steps": 4,
                                       "target": {"question": QUESTION, "answer": "台"}})
     assert r.status_code == 200 and len(r.json()["attributions"]) == len(QUESTION) + 1
+
+
+def test_models_list_shows_the_variant_each_stage_serves(client):
+    """On this CPU-only machine, auto serves fp32 for the reader (its int8 was not faster) and the gradient."""
+    (info,) = client.get("/v1/models").json()["models"]
+    assert info["variants"] == {"reader": "fp32", "gradient": "fp32"} and info["providers"][0] == "CPUExecutionProvider"

@@ -259,6 +259,7 @@ class ModelInfo(BaseModel):
     state: str = Field(description="loading, ready or failed")
     error: str | None = None
     providers: list[str]
+    variants: dict[str, str] = Field({}, description="the file each stage serves: fp32, int8 or fp16 (setting variant)")
     quality: dict | None = Field(None, description="measured quality, with the data split and command")
     limits: dict[str, int] | None = Field(None, description="what the model accepts per request (model.json limits)")
     stages: list[str]

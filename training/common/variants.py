@@ -229,7 +229,7 @@ def export_variants(models: Path, name: str, limit: int, kinds: tuple[str, ...] 
         log.info("%s %s: dev %s, worst drop %.4f, %s", name, kind, entry["dev"], drop,
                  entry.get("left_out", "kept"))
     section["dev_data"] = [f"{short(e.data)}" + (f" ({e.split} split)" if e.split else "")
-                           + (f", first {limit}" if limit else "") for e in DEV[config["task"]]]
+                           + (f", at most {limit} records" if limit else "") for e in DEV[config["task"]]]
     config["variants"] = section
     write_config(model_dir, config)
     return section
