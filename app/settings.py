@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="auto: CUDA when a session really gets it")
+    variant: str = Field("auto", pattern="^(auto|fp32|int8|fp16)$",
+                         description="model file per stage: auto (int8 on CPU, fp16 on CUDA, where model.json ships "
+                                     "them), or force one (fp32 where a model lacks it)")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session (0: one per core)")
     cpu_arena: str = Field("shrink", pattern="^(on|shrink|off)$",
                            description="onnxruntime CPU memory arena: shrink (give back after each run), on, off")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 BENCHES = {"extract": "bench.extract", "qa": "bench.qa", "segment": "bench.segment", "explain": "bench.explain",
            "math": "bench.math", "overload": "bench.overload", "memory": "bench.memory",
-           "peers": "bench.peers", "v2": "bench.v2", "reload": "bench.reload"}
+           "peers": "bench.peers", "v2": "bench.v2", "reload": "bench.reload", "variants": "bench.variants"}
 
 
 def main(argv: list[str]) -> None:

@@ -151,6 +151,9 @@ def test_tiny_training_run_learns_and_exports_with_parity(tiny_qa):
     assert config["task"] == "qa" and config["quality"]["onnx_parity_max_abs_diff"] < 1e-4
     assert config["reading"]["window"] - config["reading"]["stride"] >= config["reading"]["max_answer"]
     assert (models / "qa" / "1" / "reader.onnx").exists()
+    # the /explain gradient graph is exported with the reader and checked against torch autograd
+    assert (models / "qa" / "1" / "gradient.onnx").exists() and "gradient" in config["stages"]
+    assert config["quality"]["gradient_parity_max_abs_diff"] < 1e-4 and config["explain"]["max_length"] == 64
 
 
 @pytest.mark.data
@@ -211,3 +214,40 @@ def test_eval_qa_prints_em_and_f1(tiny_qa, tmp_path):
     samples = DATA / "qa" / "webqa_sogou_samples" / "WebQA_sample.json"
     metrics = eval_main("qa", [samples], tiny_qa[1], limit=5)
     assert metrics["task"] == "qa" and metrics["n"] == 5 and 0 <= metrics["em"] <= metrics["f1"] <= 1
+
+
+def test_export_variants_measures_keeps_by_rule_and_serves_them(tiny_qa, tmp_path):
+    """`zhserve export variants` on the tiny reader: both variants measured on 8 dev questions, each kept
+    (files listed, present) or left out (files gone, a reason) by the rule, and a kept one really served."""
+    import shutil
+
+    from training.common.variants import MAX_DROP, export_variants, worst_drop
+
+    _, models = tiny_qa
+    shutil.copytree(models / "qa", tmp_path / "qa")
+    section = export_variants(tmp_path, "qa", limit=8)
+    assert section == json.loads((tmp_path / "qa" / "model.json").read_text())["variants"]
+    assert section["fp32"]["dev"]["qa"]["n"] == 8
+    for kind in ("int8", "fp16"):
+        entry = section[kind]
+        names = {f"reader.{kind}.onnx"}
+        present = {p.name for p in (tmp_path / "qa" / "1").glob(f"*.{kind}.onnx")}
+        passes = worst_drop(section["fp32"]["dev"], entry["dev"]) <= MAX_DROP and (
+            kind == "fp16" or entry["cpu_speedup"]["reader"] > 1.0)
+        assert ("files" in entry) == passes and present == (names if passes else set()), entry
+    r = qa_answer_with(tmp_path, "fp16")
+    assert r.status_code == 200
+    assert r.headers.get("content-type", "").startswith("application/json")
+
+
+def qa_answer_with(models, variant):
+    from app.api.app import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(models=models, variant=variant, intra_op_threads=1))) as c:
+        wait_ready(c)
+        (info,) = c.get("/v1/models").json()["models"]
+        served = info["variants"]["reader"]
+        assert served == (variant if "files" in json.loads((models / "qa" / "model.json").read_text())["variants"][
+            variant] else "fp32")
+        return c.post("/qa", json={"question": "谁?", "passage": "周杰伦出生于台湾。"})

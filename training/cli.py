@@ -226,8 +226,39 @@ def export_mlm(argv: list[str]) -> None:
         command=a.command, tune_limit=a.tune_limit, ngrams=path(a.ngrams)))
 
 
+def export_qa_gradient(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="zhserve export qa-gradient",
+                                description="the /explain gradient graph of a served reader (weights from its ONNX)")
+    p.add_argument("--models", default=MODELS)
+    p.add_argument("--name", default="qa")
+    a = p.parse_args(argv)
+    from training.qa.export import export_served_gradient
+
+    export_served_gradient(Path(a.models), a.name)
+
+
+def export_variants(argv: list[str]) -> None:
+    from training.common.variants import KINDS
+
+    p = argparse.ArgumentParser(prog="zhserve export variants",
+                                description="int8 (CPU) and fp16 (CUDA) files of a served model, measured on our dev "
+                                            "split against fp32 and kept where quality holds")
+    p.add_argument("--models", default=MODELS, help="model repository (measure into a copy: files are written)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--limit", type=int, default=200, help="dev records measured per eval")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    p.add_argument("--not-shipped", nargs="*", choices=KINDS, default=[],
+                   help="measured and recorded, but no file kept even when they pass (repository size)")
+    a = p.parse_args(argv)
+    from training.common.variants import export_variants as export
+
+    export(Path(a.models), a.name, a.limit, tuple(a.kinds), " ".join(["zhserve export variants", *argv]),
+           tuple(a.not_shipped))
+
+
 EXPORT: dict[str, Callable[[list[str]], None]] = {
-    "extract": export_extract, "qa": export_qa, "math": export_math, "mlm": export_mlm}
+    "extract": export_extract, "qa": export_qa, "math": export_math, "mlm": export_mlm,
+    "qa-gradient": export_qa_gradient, "variants": export_variants}
 
 
 # -- import -------------------------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = docs.documented_app(title="zhserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.metrics, app.state.tasks = settings, metrics, {}
     app.state.repository = ModelRepository(settings.models, metrics, settings.device, settings.intra_op_threads,
-                                           BatchLimits(), settings.batching_overrides(), settings.cpu_arena)
+                                           BatchLimits(), settings.batching_overrides(), settings.cpu_arena,
+                                           settings.variant)
     # a replaced version drains for as long as a request may run, then closes
     app.state.control = ModelControl(app.state.repository, build_task, app.state.tasks,
                                      drain_s=settings.request_timeout_s + 1)

@@ -36,6 +36,8 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 
 def _title(result: dict) -> str:
     t = result["target"]
+    if "question" in t:  # qa: the question's characters come first, then the passage's
+        return f"{t['question']} → {t['answer']}"
     return f"{t['subject']} —{t['predicate']}→ {t['object']['@value']}" if "predicate" in t else t["subject"]
 
 
@@ -112,8 +114,8 @@ def _render_png(result: dict, cell: int) -> bytes:
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((margin, 8), _title(result), font=cjk_font(18), fill=(20, 20, 20))
-    explained = "log P(subject)" + (" + log P(object | subject, predicate)" if "predicate" in result["target"] else "")
-    draw.text((margin, 34), f"score = {explained} (pointer log-probabilities)", font=small, fill=(90, 90, 90))
+    draw.text((margin, 34), f"score = {result['target']['score_explained']} (pointer log-probabilities)", font=small,
+              fill=(90, 90, 90))
     draw.text((margin, 52), f"F(x) {result['score']:.3f}   F(x') {result['baseline_score']:.3f}   "
                             f"delta {result['delta']:+.1e}   {result['steps']} steps {result['method']}",
               font=small, fill=(90, 90, 90))

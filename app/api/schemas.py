@@ -217,12 +217,16 @@ class ExplainRequest(BaseModel):
         {"task": "extract", "text": "《邪少兵王》是冰火未央写的网络小说",
          "target": {"subject": "邪少兵王", "predicate": "作者", "object": {"@value": "冰火未央"},
                     "subject_span": [1, 5], "object_span": [7, 11]}},
-        {"task": "extract", "text": "周杰伦出生于台湾省新北市", "target": {"subject_span": [0, 3]}, "format": "html"}]})
+        {"task": "extract", "text": "周杰伦出生于台湾省新北市", "target": {"subject_span": [0, 3]}, "format": "html"},
+        {"task": "qa", "text": "周杰伦出生于台湾省新北市，毕业于淡江中学。",
+         "target": {"question": "周杰伦出生在哪里？", "answer": "台湾省新北市"}}]})
 
-    task: Literal["extract"] = Field("extract", description="which hosted model's score to explain")
-    text: Text = Field(description="the input text (at most the explainer's max_length characters)")
-    target: dict[str, Any] = Field(description="a triple as /extract returned it, or just subject_span (+ predicate "
-                                               "and object_span); strings are located when spans are absent")
+    task: Literal["extract", "qa"] = Field("extract", description="which hosted model's score to explain")
+    text: Text = Field(description="the input text (at most the explainer's max_length characters); qa: the passage")
+    target: dict[str, Any] = Field(description="extract: a triple as /extract returned it, or just subject_span (+ "
+                                               "predicate and object_span); strings are located when spans are "
+                                               "absent. qa: the question and the answer (or its span [start, end] "
+                                               "in the passage, as /qa returns it)")
     steps: int | None = Field(None, description="integration steps (default 50; limit in /v1/models)")
     method: Literal["trapezoid", "gauss-legendre"] = "trapezoid"
     baseline: Literal["zero", "pad", "mask"] = Field("zero", description="zero embeddings, or the [PAD] or [MASK] "
@@ -266,6 +270,7 @@ class ModelInfo(BaseModel):
     state: str = Field(description="loading, ready, failed or unloaded")
     error: str | None = None
     providers: list[str]
+    variants: dict[str, str] = Field({}, description="the file each stage serves: fp32, int8 or fp16 (setting variant)")
     quality: dict | None = Field(None, description="measured quality, with the data split and command")
     limits: dict[str, int] | None = Field(None, description="what the model accepts per request (model.json limits)")
     stages: list[str]

@@ -28,6 +28,7 @@ from app.runtime.backend import OnnxBackend
 from app.runtime.batcher import Batcher, BatchLimits, TensorSpec
 from app.runtime.errors import Unavailable
 from app.runtime.metrics import Metrics
+from app.runtime.variants import open_stage
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ModelHandle:
     admission: Admission | None = None
     executor: ThreadPoolExecutor | None = None  # one inference thread for all stages of the model
     providers: list[str] = field(default_factory=list)
+    variants: dict[str, str] = field(default_factory=dict)  # stage -> the variant served (fp32, int8, fp16)
     state: str = LOADING
     error: str | None = None
     load_seconds: float | None = None
@@ -92,8 +94,9 @@ class ModelHandle:
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "task": self.task, "state": self.state,
-                "error": self.error, "providers": self.providers, "quality": self.config.get("quality"),
-                "limits": self.config.get("limits"), "stages": sorted(self.config.get("stages", {}))}
+                "error": self.error, "providers": self.providers, "variants": self.variants,
+                "quality": self.config.get("quality"), "limits": self.config.get("limits"),
+                "stages": sorted(self.config.get("stages", {}))}
 
 
 def version_folders(model_dir: Path) -> list[Path]:
@@ -131,9 +134,10 @@ def batch_limits(config: dict, defaults: BatchLimits, overrides: dict, stage: di
 
 class ModelRepository:
     def __init__(self, root: Path, metrics: Metrics, device: str = "auto", intra_op_threads: int = 0,
-                 defaults: BatchLimits | None = None, overrides: dict | None = None, cpu_arena: str = "shrink"):
+                 defaults: BatchLimits | None = None, overrides: dict | None = None, cpu_arena: str = "shrink",
+                 variant: str = "auto"):
         self.root, self.metrics, self.device, self.threads = Path(root), metrics, device, intra_op_threads
-        self.cpu_arena = cpu_arena
+        self.cpu_arena, self.variant = cpu_arena, variant
         self.defaults, self.overrides = defaults or BatchLimits(), overrides or {}
         self.models: dict[str, ModelHandle] = {}
 
@@ -180,6 +184,9 @@ class ModelRepository:
             self.metrics.model_ready.labels(name).set(0)
         return list(self.models.values())
 
+    def open_file(self, path: Path) -> OnnxBackend:
+        return OnnxBackend(path, self.device, self.threads, self.cpu_arena)
+
     def load(self, handle: ModelHandle) -> None:
         """Create the sessions and batchers of one model (blocking: call from a thread); failures mark it failed."""
         if handle.state == FAILED:
@@ -201,7 +208,8 @@ class ModelRepository:
             directory = handle.directory or latest_version(self.root / handle.name)
             stages = {}
             for stage_name, spec in handle.config["stages"].items():
-                backend = OnnxBackend(directory / spec["file"], self.device, self.threads, self.cpu_arena)
+                backend, handle.variants[stage_name] = open_stage(directory, handle.config, stage_name, self.variant,
+                                                                  self.device, self.open_file)
                 inputs = [TensorSpec.from_dict(k, v) for k, v in spec["inputs"].items()]
                 backend.run(warmup_batch(inputs))  # first-run allocations happen now, not on a request
                 timed = time.perf_counter()

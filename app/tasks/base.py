@@ -32,6 +32,7 @@ class ModelFile(Section):
     architecture: dict[str, Any] = {}  # provenance: how the net was built (also in the ONNX metadata)
     batching: dict[str, float] = {}  # read by the runtime
     stages: dict[str, dict[str, Any]]  # read by the runtime
+    variants: dict[str, Any] = {}  # int8/fp16 files per stage and what they measured (read by the runtime)
     quality: dict[str, Any] = {}  # measured figures, the data and the command that measured them
     training: dict[str, Any] = {}  # recipe, data and command
 

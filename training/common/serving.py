@@ -12,12 +12,14 @@ from tqdm import tqdm
 
 @asynccontextmanager
 async def served_task(models: Path, task_name: str):
-    """The loaded task object of the model serving `task_name`, with its batchers running."""
+    """The loaded task object of the model serving `task_name`, with its batchers running; the model files
+    are the ones the server would pick (ZHSERVE_VARIANT=int8 measures the int8 variant)."""
     from app.runtime.metrics import Metrics
     from app.runtime.repository import ModelRepository
+    from app.settings import Settings
     from app.tasks.registry import load_task, serving_model
 
-    repo = ModelRepository(models, Metrics())
+    repo = ModelRepository(models, Metrics(), variant=Settings().variant)
     handle = serving_model(repo.discover(), task_name)
     if handle is None:
         raise SystemExit(f"no model for task {task_name!r} in {models}")

@@ -13,38 +13,17 @@ Graph outputs: score (B,) f32, gradient (B, T, H) f32
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from training.common.gradient import convolution_backward_translation, with_matmul_linears
 from training.extract.model import DGCNNExtractor
 
 # The extractors this works for (DGCNNExtractor, bert_model.BertExtractor) share one interface; BERT's linears,
 # layer norms and attention trace through the same route (no convolution there).
-
-
-class MatmulLinear(nn.Module):
-    """nn.Linear as matmul + bias: F.linear's traced backward fixes the batch and sequence sizes."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight, self.bias = linear.weight, linear.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(x, self.weight.t())
-        return y if self.bias is None else y + self.bias
-
-
-def with_matmul_linears(net: nn.Module) -> nn.Module:
-    net = copy.deepcopy(net)
-    for child in list(net.modules()):
-        for attr, sub in list(child.named_children()):
-            if isinstance(sub, nn.Linear):
-                setattr(child, attr, MatmulLinear(sub))
-    return net
 
 
 class TripleScore(nn.Module):
@@ -104,21 +83,6 @@ def example_inputs(net: DGCNNExtractor, batch: int = 3, length: int = 17):
     return embeddings, mask, subject, obj, label, use_object
 
 
-def _convolution_backward_translation():
-    """aten.convolution_backward -> ConvTranspose for the input gradient (stride 1, one group: our convs)."""
-    from onnxscript import opset18 as op
-
-    def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
-                             output_padding, groups, output_mask):
-        grad_input = op.ConvTranspose(grad_output, weight, dilations=dilation, pads=padding + padding,
-                                      strides=stride, group=groups)
-        # Weight and bias gradients are never asked for (output_mask is [True, False, False]); the exporter
-        # wants three values, and the unused ones are pruned.
-        return grad_input, grad_input, grad_input
-
-    return convolution_backward
-
-
 def export_gradient(net: DGCNNExtractor, path: Path) -> None:
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -134,7 +98,7 @@ def export_gradient(net: DGCNNExtractor, path: Path) -> None:
     torch.onnx.export(traced, inputs, path, dynamo=True, external_data=False, input_names=names,
                       output_names=["score", "gradient"], dynamic_shapes=dynamic, verbose=False,
                       custom_translation_table={torch.ops.aten.convolution_backward.default:
-                                                _convolution_backward_translation()})
+                                                convolution_backward_translation()})
 
 
 def gradient_stage_spec(hidden: int, num_labels: int, max_len: int) -> dict:

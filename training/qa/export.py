@@ -22,6 +22,7 @@ from training.common.plots import plot_curve
 from training.common.splits import qa_split
 from training.qa.data import Question, load
 from training.qa.evaluate import TorchReader, best_answers, score
+from training.qa.gradient import export_gradient, gradient_stage_spec, ig_terms
 from training.qa.model import DGCNNReader, ReaderConfig, ReaderStage
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,75 @@ def load_reader(checkpoint: Path) -> tuple[DGCNNReader, dict]:
     net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     reading = {k: ckpt[k] for k in ("window", "stride", "max_answer")}
     return fold_pretrained(net).eval(), reading
+
+
+def load_served_reader(version: Path) -> DGCNNReader:
+    """The PyTorch net holding the weights of a served version's reader.onnx (for the gradient graph and eager
+    baselines; the model folder keeps no training checkpoint). Named initializers carry their parameter names;
+    the linear layers' matrices are stored transposed and unnamed, in the order the forward pass uses them
+    (query before key: the same shape)."""
+    import onnx
+    from onnx import numpy_helper
+
+    config = json.loads((version.parent / "model.json").read_text(encoding="utf-8"))
+    net = DGCNNReader(ReaderConfig(**config["architecture"]))
+    state = net.state_dict()
+    graph = onnx.load(str(version / config["stages"]["reader"]["file"])).graph
+    found, unnamed = {}, []
+    for init in graph.initializer:
+        value = torch.from_numpy(numpy_helper.to_array(init).copy())
+        if init.name.startswith("net."):
+            found[init.name[4:]] = value
+        elif value.dim() == 2:
+            unnamed.append(value.T)
+    linears = [n for n in ("question_pool", "fuse", "query", "key", "fuse_attention", "pointer")
+               if f"{n}.weight" not in found]
+    for name, value in zip(linears, unnamed, strict=True):
+        found[f"{name}.weight"] = value
+    net.load_state_dict({k: v.reshape(state[k].shape) for k, v in found.items()})
+    return net.eval()
+
+
+EXPLAIN = {"steps": 50, "max_steps": 200}  # the passage limit is the reader's window
+
+
+def gradient_parity(net: DGCNNReader, path: Path) -> float:
+    """Largest absolute difference between the exported gradient graph and torch autograd's IG terms."""
+    import onnxruntime as ort
+
+    from training.qa.gradient import INPUTS, example_inputs
+
+    inputs = example_inputs(net, 3, 40)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: x.numpy() for n, x in zip(INPUTS, inputs, strict=True)})
+    ref = ig_terms(net)(*inputs)
+    return max(float(np.abs(g - r.detach().numpy()).max()) for g, r in zip(got, ref, strict=True))
+
+
+def add_gradient(net: DGCNNReader, out_dir: Path, config: dict) -> float:
+    """gradient.onnx into a version folder, its stage and the "explain" section into `config`; its parity."""
+    export_gradient(net, out_dir / "gradient.onnx")
+    config["stages"]["gradient"] = gradient_stage_spec(net.config.question_length, net.config.vocab_size,
+                                                       net.config.max_len)
+    config["explain"] = {**EXPLAIN, "max_length": config["reading"]["window"]}
+    return gradient_parity(net, out_dir / "gradient.onnx")
+
+
+def export_served_gradient(models: Path, name: str) -> float:
+    """The gradient graph of an already served reader (weights from its reader.onnx); model.json gains the
+    stage and the "explain" section. reader.onnx is left as it is."""
+    from training.common.export import latest_version, onnx_metadata, stamp_onnx
+
+    version = latest_version(models / name)
+    net = load_served_reader(version)
+    config = json.loads((models / name / "model.json").read_text(encoding="utf-8"))
+    diff = add_gradient(net, version, config)
+    config.setdefault("quality", {})["gradient_parity_max_abs_diff"] = diff
+    stamp_onnx(version / "gradient.onnx", onnx_metadata(config))
+    (models / name / "model.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n",
+                                              encoding="utf-8")
+    log.info("gradient.onnx: parity with torch autograd %.2e", diff)
+    return diff
 
 
 def unanswerable(questions: list[Question], seed: int = 0) -> list[Question]:
@@ -200,6 +270,7 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
                           "(zhserve train embeddings)",
         },
     }
+    config["quality"]["gradient_parity_max_abs_diff"] = add_gradient(net, out_dir, config)
     write_model_json(model_dir, config)
     return model_dir
 

@@ -74,18 +74,31 @@ class DGCNNReader(nn.Module):
 
     def forward(self, question_ids: torch.Tensor, passage_ids: torch.Tensor) -> torch.Tensor:
         """-> (B, T, 2) start and end logits."""
-        q_mask, p_mask = (question_ids > 0).float(), (passage_ids > 0).float()
-        drop = lambda x: F.dropout(x, self.config.dropout, self.training)  # noqa: E731
-        Q, T = question_ids.shape[1], passage_ids.shape[1]
-        positions = self.position(torch.arange(max(Q, T), device=passage_ids.device).clamp(max=self.config.max_len - 1))
+        return self.from_embeddings(self.embeddings(question_ids), self.embeddings(passage_ids),
+                                    *self.id_features(question_ids, passage_ids))
 
-        q = drop(self.embeddings(question_ids) + positions[None, :Q]) * q_mask[..., None]
+    @staticmethod
+    def id_features(question_ids: torch.Tensor, passage_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the net reads from the ids besides their embeddings: the masks (B, Q), (B, T) and
+        "this passage character is in the question" (B, T)."""
+        q_mask, p_mask = (question_ids > 0).float(), (passage_ids > 0).float()
+        in_question = ((passage_ids[:, :, None] == question_ids[:, None, :]).float() * q_mask[:, None, :]).amax(-1)
+        return q_mask, p_mask, in_question
+
+    def from_embeddings(self, q_embedded: torch.Tensor, p_embedded: torch.Tensor, q_mask: torch.Tensor,
+                        p_mask: torch.Tensor, in_question: torch.Tensor) -> torch.Tensor:
+        """Character embeddings (B, Q, H), (B, T, H) and the id features -> (B, T, 2) start and end logits
+        (the entry point of the /explain gradient graph)."""
+        drop = lambda x: F.dropout(x, self.config.dropout, self.training)  # noqa: E731
+        Q, T = q_embedded.shape[1], p_embedded.shape[1]
+        positions = self.position(torch.arange(max(Q, T), device=p_embedded.device).clamp(max=self.config.max_len - 1))
+
+        q = drop(q_embedded + positions[None, :Q]) * q_mask[..., None]
         q = self._convs(q, q_mask, self.question_convs)
         weights = (self.question_pool(q).squeeze(-1) - (1.0 - q_mask) * 1e4).softmax(-1)  # (B, Q)
         q_vec = (weights[..., None] * q).sum(1)  # (B, H)
 
-        in_question = ((passage_ids[:, :, None] == question_ids[:, None, :]).float() * q_mask[:, None, :]).amax(-1)
-        p = self.embeddings(passage_ids) + positions[None, :T]
+        p = p_embedded + positions[None, :T]
         p = torch.cat([p, q_vec[:, None].expand_as(p), in_question[..., None]], dim=-1)
         p = drop(self.fuse(p)) * p_mask[..., None]
         p = self._convs(p, p_mask, self.convs)

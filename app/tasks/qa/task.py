@@ -20,6 +20,7 @@ from app.runtime.repository import ModelHandle
 from app.tasks.base import ModelFile, Section, check_text, read_config
 from app.tasks.qa import pairs
 from app.tasks.qa.decode import Candidate, Window, question_ids, vote, windows
+from app.tasks.qa.explain import QAExplainer, QAExplainSection
 from app.text import CharVocab
 from app.text.subword import SubwordTokenizer
 from app.text.tokenization import TokenizerKind
@@ -44,11 +45,11 @@ class QAConfig(ModelFile):
     tokenizer: TokenizerKind = "chars"  # how `vocab` reads: characters, or a tokenizer.json
     limits: QALimits
     reading: ReadingSection
+    explain: QAExplainSection | None = None  # present when a gradient graph was exported
 
 
 class QATask:
     kind = "qa"
-    explainer = None
 
     def __init__(self, model: ModelHandle):
         config = read_config(model, QAConfig)
@@ -58,6 +59,11 @@ class QATask:
             self.max_tokens = int(config.stages["reader"]["max_length"])
         else:
             self.vocab, self.pieces = CharVocab.load(model.directory / config.vocab), None
+        # a gradient graph is exported for the character reader only
+        self.explainer = (QAExplainer(model, config.explain, self.vocab, self.reading.question_length,
+                                      self.reading.max_answer)
+                          if self.vocab is not None and config.explain is not None and "gradient" in config.stages
+                          else None)
 
     def validate(self, question: str, passages: list[str]) -> None:
         check_text(question, "question", self.limits.max_question_length, "limits.max_question_length")
