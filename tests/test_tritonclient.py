@@ -227,20 +227,20 @@ def test_repository_index_unload_and_load(client):
     index = {e["name"]: e for e in client.get_model_repository_index()}
     assert sorted(index) == sorted(p.parent.name for p in MODELS.glob("*/model.json"))
     assert all(e["state"] == "READY" and e["version"] == "1" for e in index.values())
-    meta = client.get_model_metadata("qa")
-    arrays = example_inputs(meta)
-    before = client.infer("qa", infer_inputs(arrays, meta, binary=True)).as_numpy("probs")
-    client.unload_model("qa")
+    meta = client.get_model_metadata("mlm")
+    arrays, output = example_inputs(meta), meta["outputs"][0]["name"]
+    before = client.infer("mlm", infer_inputs(arrays, meta, binary=True)).as_numpy(output)
+    client.unload_model("mlm")
     try:
-        assert not client.is_model_ready("qa") and client.is_server_live()
-        assert "model qa is unloaded" in client_error(
-            lambda: client.infer("qa", infer_inputs(arrays, meta, binary=True))).message()
-        assert "qa" not in {s["name"] for s in client.get_inference_statistics()["model_stats"]}
-        assert {e["name"]: e["state"] for e in client.get_model_repository_index()}["qa"] == "UNAVAILABLE"
+        assert not client.is_model_ready("mlm") and client.is_server_live()
+        assert "model mlm is unloaded" in client_error(
+            lambda: client.infer("mlm", infer_inputs(arrays, meta, binary=True))).message()
+        assert "mlm" not in {s["name"] for s in client.get_inference_statistics()["model_stats"]}
+        assert {e["name"]: e["state"] for e in client.get_model_repository_index()}["mlm"] == "UNAVAILABLE"
     finally:
-        client.load_model("qa")
-    assert client.is_model_ready("qa", "1")
-    after = client.infer("qa", infer_inputs(arrays, meta, binary=False)).as_numpy("probs")
+        client.load_model("mlm")
+    assert client.is_model_ready("mlm", "1")
+    after = client.infer("mlm", infer_inputs(arrays, meta, binary=False)).as_numpy(output)
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
-    assert client.get_inference_statistics("qa")["model_stats"][0]["inference_count"] == 2  # a fresh version
+    assert client.get_inference_statistics("mlm")["model_stats"][0]["inference_count"] == 2  # a fresh version
     assert "no model 'nope'" in client_error(lambda: client.load_model("nope")).message()
