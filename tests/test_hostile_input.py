@@ -293,6 +293,14 @@ def test_v2_answers_400_to_ragged_and_negative_ids(client):
      "id 99999 is outside [0, 8661)"),
     ("mlm", [{"name": "token_ids", "shape": [200, 128], "datatype": "INT64", "data": [5] * 25600}],
      "over the server's max_v2_output_values"),
+    ("extract.gradient", [  # positions past the text: a gather there failed inside onnxruntime (500)
+        {"name": "embeddings", "shape": [1, 3, 128], "datatype": "FP32", "data": [0.0] * 384},
+        {"name": "mask", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]},
+        {"name": "subject", "shape": [1, 2], "datatype": "INT64", "data": [0, 60]},
+        {"name": "object", "shape": [1, 2], "datatype": "INT64", "data": [0, 1]},
+        {"name": "label", "shape": [1], "datatype": "INT64", "data": [3]},
+        {"name": "use_object", "shape": [1], "datatype": "FP32", "data": [1]}],
+     "input subject: id 60 is outside [0, 3)"),
 ])
 def test_v2_answers_400_to_rows_ids_and_outputs_past_the_models_bounds(client, model, inputs, message):
     r = client.post(f"/v2/models/{model}/infer", json={"inputs": inputs})

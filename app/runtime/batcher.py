@@ -44,7 +44,8 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple  # batch axis first, e.g. ("batch", "seq", 2)
-    bound: int | None = None  # integer inputs: values lie in [0, bound) (token ids: the vocabulary size)
+    # integer inputs: values lie in [0, bound): a number (token ids: the vocabulary size) or an axis ("seq")
+    bound: int | str | None = None
 
     @property
     def seq_axis(self) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import reprlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -112,13 +113,26 @@ def _raw_array(name: str, raw: bytes, datatype: str, shape: list[int], spec: Ten
     return array
 
 
+def _axis_sizes(given: dict[str, dict], specs: list[TensorSpec]) -> dict[str, int]:
+    """The size this request gives each named axis (the first input that has it; the shape checks below
+    refuse the others when they differ from the batch's)."""
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        shape = given[spec.name].get("shape") or []
+        for want, got in zip(spec.shape, shape, strict=False):
+            if isinstance(want, str) and isinstance(got, int):
+                sizes.setdefault(want, got)
+    return sizes
+
+
 def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
     """Check v2 input tensors against the model's inputs and cut them into rows (one per batch entry).
 
     `data` may be flat or nested exactly as `shape`; every value must be of the datatype (no true for 1, no
     1.5 or NaN for an integer) and finite. A binary input (its raw bytes under RAW) must hold exactly the bytes
     of its shape and datatype, and is checked alike. An input whose spec has a `bound` (model.json: the
-    vocabulary size for token ids, the positions, the labels) must lie in [0, bound); without one, `*_ids` and
+    vocabulary size for token ids, the labels; or an axis name, e.g. "seq" for positions) must lie in [0, bound);
+    without one, `*_ids` and
     `token` inputs are still refused negative values.
     Any violation is a BadRequest (400) naming the input, raised before the rows reach a model.
     """
@@ -129,8 +143,11 @@ def decode_inputs(inputs: list[dict], specs: list[TensorSpec]) -> list[dict[str,
     if missing := sorted(wanted - set(given)):
         raise BadRequest(f"missing input(s) {missing}")
     arrays, batch = {}, None
+    axes = _axis_sizes(given, specs)
     for spec in specs:
         t = given[spec.name]
+        if isinstance(spec.bound, str):  # positions into a named axis, e.g. "seq": a gather past it would fail
+            spec = replace(spec, bound=axes.get(spec.bound, 0))
         if t["datatype"] != NUMPY_TO_V2[spec.dtype]:
             raise BadRequest(f"input {spec.name}: datatype {t['datatype']}, expected {NUMPY_TO_V2[spec.dtype]}")
         shape = list(t["shape"])
