@@ -109,12 +109,12 @@ def degraded(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_failed_model_has_no_statistics_or_configuration(degraded):
-    assert [s["name"] for s in degraded.get("/v2/models/stats").json()["model_stats"]] == ["qa"]
-    assert degraded.get("/v2/models/qa/config").json()["input"][1] == {
+    assert [s["name"] for s in degraded.get("/v2/models/stats").json()["model_stats"]] == ["qa.gradient", "qa.reader"]
+    assert degraded.get("/v2/models/qa.reader/config").json()["input"][1] == {
         "name": "question_ids", "data_type": "TYPE_INT64", "dims": [64]}
     for path in ("config", "stats", "versions/1/stats", "versions/1/config"):
         r = degraded.get(f"/v2/models/broken.subject/{path}")
         assert r.status_code == 503 and "model broken is failed" in r.json()["error"], (path, r.text)
     assert degraded.get("/v2/models/broken.subject/ready").status_code == 503
-    r = degraded.get("/v2/models/qa/versions/7/config")
-    assert r.status_code == 400 and r.json() == {"error": "model 'qa': version '7' is not served (version 1 is)"}
+    r = degraded.get("/v2/models/qa.reader/versions/7/config")
+    assert r.status_code == 400 and r.json() == {"error": "model 'qa.reader': version '7' is not served (version 1 is)"}
