@@ -270,7 +270,8 @@ def export(run: Path, models: Path, name: str, data: list[Path], command: str = 
                           "(zhserve train embeddings)",
         },
     }
-    config["quality"]["gradient_parity_max_abs_diff"] = add_gradient(net, out_dir, config)
+    if not encoded:  # the gradient graph is built over the DGCNN reader's own embedding tables
+        config["quality"]["gradient_parity_max_abs_diff"] = add_gradient(net, out_dir, config)
     write_model_json(model_dir, config)
     return model_dir
 
