@@ -138,7 +138,7 @@ class _NoModel:
 
 async def test_an_absurd_number_is_refused_before_any_model_work():
     task = MathTask.__new__(MathTask)  # no model files: the refusal must come before they are needed
-    task.model, task.beam_size = _NoModel(), 4
+    task.model, task.beam_size, task.vocab, task.pieces = _NoModel(), 4, None, None
     task.limits = SimpleNamespace(max_beam_size=8, max_question_tokens=200)
     with pytest.raises(InvalidInput, match="digits, over the limit"):
         await task.candidates("小明有" + "9" * 990_000 + "元", None, time.monotonic() + 5)
