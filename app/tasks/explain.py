@@ -12,7 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.runtime.errors import InvalidInput
+
 METHODS = ("trapezoid", "gauss-legendre")
+
+
+def checked_steps(steps: int | None, method: str, default_steps: int, max_steps: int) -> int:
+    """The number of interpolation steps a request asks for (its default when None), with its method checked."""
+    steps = default_steps if steps is None else steps
+    if not 1 <= steps <= max_steps:
+        raise InvalidInput(f"steps: {steps} is outside 1..{max_steps}")
+    if method not in METHODS:
+        raise InvalidInput(f"method: {method!r} is not one of {', '.join(METHODS)}")
+    return steps
 
 
 def quadrature(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:

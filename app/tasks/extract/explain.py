@@ -20,7 +20,7 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.base import Section, check_text
-from app.tasks.explain import METHODS, integrate, interpolate, quadrature
+from app.tasks.explain import checked_steps, integrate, interpolate, quadrature
 from app.tasks.extract.schema import VALUE, Schema
 from app.text.subword import Encoding
 from app.text.tokenization import Tokenization
@@ -147,11 +147,7 @@ class ExtractExplainer:
 
     async def explain(self, text: str, target: dict, deadline: float, steps: int | None = None,
                       method: str = "trapezoid", baseline: str = "zero") -> dict:
-        steps = self.default_steps if steps is None else steps
-        if not 1 <= steps <= self.max_steps:
-            raise InvalidInput(f"steps: {steps} is outside 1..{self.max_steps}")
-        if method not in METHODS:
-            raise InvalidInput(f"method: {method!r} is not one of {', '.join(METHODS)}")
+        steps = checked_steps(steps, method, self.default_steps, self.max_steps)
         check_text(text, "text", self.max_length, "explain.max_length")
         goal = resolve_target(text, target, self.schema)
         encoding, inputs, shared = self.graph_rows(text, goal)

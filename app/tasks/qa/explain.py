@@ -14,7 +14,7 @@ import numpy as np
 from app.runtime.errors import InvalidInput
 from app.runtime.repository import ModelHandle
 from app.tasks.base import Section, check_text
-from app.tasks.explain import METHODS, Attribution, quadrature
+from app.tasks.explain import Attribution, checked_steps, quadrature
 from app.tasks.qa.decode import question_ids
 from app.text import CharVocab
 
@@ -72,11 +72,7 @@ class QAExplainer:
 
     async def explain(self, text: str, target: dict, deadline: float, steps: int | None = None,
                       method: str = "trapezoid", baseline: str = "zero") -> dict:
-        steps = self.default_steps if steps is None else steps
-        if not 1 <= steps <= self.max_steps:
-            raise InvalidInput(f"steps: {steps} is outside 1..{self.max_steps}")
-        if method not in METHODS:
-            raise InvalidInput(f"method: {method!r} is not one of {', '.join(METHODS)}")
+        steps = checked_steps(steps, method, self.default_steps, self.max_steps)
         if not isinstance(target, dict):
             raise InvalidInput(f"target: expected an object, got {_kind(target)}")
         question = target.get("question")
