@@ -119,3 +119,15 @@ def test_an_albert_folder_loads_and_exports(folder, tmp_path):
     encoder, _, _ = load_encoder(albert)
     assert (encoder.info.model_type, encoder.info.embedding_size, encoder.info.hidden) == ("albert", 16, 32)
     assert export_hidden(encoder, tmp_path / "albert.onnx") < 1e-5
+
+
+def test_a_long_text_is_cut_to_the_encoders_positions(loaded):
+    """Evaluation and the export's parity check read an over-long text as its longest prefix that fits."""
+    from training.extract.evaluate import fitted_encoding
+
+    _, tokenizer, _ = loaded
+    text = " ".join(TEXTS) * 4
+    whole, cut = tokenizer.encode(text), fitted_encoding(tokenizer, text, 32)
+    assert len(whole) > 32 >= len(cut) and cut.ids[-1] == tokenizer.sep_id
+    assert list(cut.ids[:-1]) == list(whole.ids[: len(cut) - 1])  # the same tokens, [SEP] after the last that fits
+    assert list(fitted_encoding(tokenizer, TEXTS[0], 32).ids) == list(tokenizer.encode(TEXTS[0]).ids)
