@@ -98,3 +98,36 @@ def test_refuses_what_does_not_fit(folder, tmp_path):
         shutil.copy(folder / name, no_tokenizer / name)
     with pytest.raises(EncoderError, match="tokenizer"):
         load_encoder(no_tokenizer)
+
+
+def test_an_albert_folder_loads_and_exports(folder, tmp_path):
+    """ALBERT (factorised embeddings: E < H) with a BERT vocabulary, as the Chinese ALBERTs ship."""
+    import torch
+    from transformers import AlbertConfig, AlbertModel
+
+    from training.common.encoder import export_hidden, load_encoder
+
+    albert = tmp_path / "albert"
+    albert.mkdir()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(folder / name, albert / name)
+    torch.manual_seed(0)
+    size = len((folder / "vocab.txt").read_text(encoding="utf-8").split())
+    AlbertModel(AlbertConfig(vocab_size=size, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                             pad_token_id=0)).save_pretrained(str(albert))
+    encoder, _, _ = load_encoder(albert)
+    assert (encoder.info.model_type, encoder.info.embedding_size, encoder.info.hidden) == ("albert", 16, 32)
+    assert export_hidden(encoder, tmp_path / "albert.onnx") < 1e-5
+
+
+def test_a_long_text_is_cut_to_the_encoders_positions(loaded):
+    """Evaluation and the export's parity check read an over-long text as its longest prefix that fits."""
+    from training.extract.evaluate import fitted_encoding
+
+    _, tokenizer, _ = loaded
+    text = " ".join(TEXTS) * 4
+    whole, cut = tokenizer.encode(text), fitted_encoding(tokenizer, text, 32)
+    assert len(whole) > 32 >= len(cut) and cut.ids[-1] == tokenizer.sep_id
+    assert list(cut.ids[:-1]) == list(whole.ids[: len(cut) - 1])  # the same tokens, [SEP] after the last that fits
+    assert list(fitted_encoding(tokenizer, TEXTS[0], 32).ids) == list(tokenizer.encode(TEXTS[0]).ids)

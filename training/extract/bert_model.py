@@ -82,6 +82,11 @@ class BertExtractor(nn.Module):
                                      source=str(folder))
         return cls(config, encoder), tokenizer
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest row the encoder takes: its position table (the DGCNN has no such limit)."""
+        return self.config.max_len
+
     def embeddings(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, E) input embeddings: what Integrated Gradients attributes to."""
         return self.encoder.embeddings(token_ids)

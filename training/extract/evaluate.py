@@ -37,6 +37,15 @@ def keys(triples: Iterable) -> set:
     return out
 
 
+def fitted_encoding(tokens: Tokenization, text: str, max_tokens: int | None):
+    """The text's tokens; over an encoder's positions, those of the text's longest prefix that fits, as serving
+    would take it (a prefix: offsets into it index the whole text too)."""
+    encoding = tokens.encoding(text)
+    if max_tokens and len(encoding) > max_tokens:
+        encoding = tokens.encoding(text[: int(encoding.offsets[max_tokens - 2, 1])])
+    return encoding
+
+
 class TorchPredictor:
     """Runs an extractor (DGCNN or pretrained encoder) on texts, caching probabilities so thresholds can be tuned
     cheaply; decodes exactly as serving does (app/tasks/extract/decode.py, spans mapped by token offsets)."""
@@ -46,6 +55,7 @@ class TorchPredictor:
 
         self.torch, self.net, self.tokens, self.schema = torch, net.eval(), tokens, schema
         self.batch_size = batch_size
+        self.max_tokens = getattr(net, "max_tokens", None)
         self.encoded: dict[str, tuple] = {}
         self.objects: dict[tuple[str, int, int], np.ndarray] = {}
 
@@ -54,7 +64,7 @@ class TorchPredictor:
         todo = sorted({t for t in texts if t not in self.encoded}, key=len)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
-            encodings = [self.tokens.encoding(t) for t in chunk]
+            encodings = [self._encoding(t) for t in chunk]
             ids = np.zeros((len(chunk), max(len(e) for e in encodings)), dtype=np.int64)
             for b, e in enumerate(encodings):
                 ids[b, : len(e)] = e.ids
@@ -64,6 +74,9 @@ class TorchPredictor:
             for b, (t, e) in enumerate(zip(chunk, encodings, strict=True)):
                 n = len(e)
                 self.encoded[t] = (probs[b, :n].numpy(), hidden[b : b + 1, :n], mask[b : b + 1, :n], e.offsets)
+
+    def _encoding(self, text: str):
+        return fitted_encoding(self.tokens, text, self.max_tokens)
 
     def _objects(self, text: str, spans: list[Span]) -> list[np.ndarray]:
         todo = [s for s in spans if (text, s.start, s.end) not in self.objects]

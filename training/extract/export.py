@@ -26,7 +26,7 @@ from training.common.plots import plot_curve
 from training.common.splits import extract_split
 from training.extract.bert_model import BertExtractor, BertExtractorConfig
 from training.extract.data import load_examples
-from training.extract.evaluate import evaluate_torch, tune_thresholds
+from training.extract.evaluate import evaluate_torch, fitted_encoding, tune_thresholds
 from training.extract.gradient import export_gradient_stage
 from training.extract.model import DGCNNConfig, DGCNNExtractor, ObjectStage, SubjectStage
 
@@ -124,7 +124,7 @@ def parity(net: DGCNNExtractor | BertExtractor, out_dir: Path, tokens: Tokenizat
     padding positions hold is never read)."""
     import onnxruntime as ort
 
-    encodings = [tokens.encoding(t) for t in texts]
+    encodings = [fitted_encoding(tokens, t, getattr(net, "max_tokens", None)) for t in texts]
     ids = np.zeros((len(texts), max(len(e) for e in encodings)), np.int64)
     for i, e in enumerate(encodings):
         ids[i, : len(e)] = e.ids

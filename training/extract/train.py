@@ -176,12 +176,14 @@ def train(cfg: TrainConfig) -> Path:
                    for e in train_set[:2000] for s in [token_spans(e, tokens.encoding(e.text), cfg.max_len)])
         log.info("spans on token boundaries (first 2000 sentences, within max_len): %d of %d", kept, total)
 
+    max_len = min(cfg.max_len, getattr(net, "max_tokens", cfg.max_len))  # an encoder's rows fit its positions
+
     def epoch_chunks() -> list[list[Example]]:
         epoch_set = [swap_entities(e, pools, schema, rng) if rng.random() < cfg.augment else e for e in train_set]
         return batches(epoch_set, cfg.batch_size, rng)
 
     return fit(net, cfg, out, rng, epoch_chunks,
-               lambda model, chunk: loss_fn(model, tensors(chunk, tokens, config.num_labels, cfg.max_len, rng)),
+               lambda model, chunk: loss_fn(model, tensors(chunk, tokens, config.num_labels, max_len, rng)),
                lambda model: evaluate_torch(model, tokens, schema, dev_set, Thresholds()),
                lambda scores: scores["f1"], cfg.eval_every)
 
