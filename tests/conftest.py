@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_run")
     train(TrainConfig(data=[str(DUIE / "train_part1.json")], schema=str(DUIE / "schema.json"), out=str(out),
-                      hidden=32, epochs=2, batch_size=16, limit=96, threads=2))
+                      hidden=32, epochs=2, batch_size=16, limit=96, threads=2, device="auto"))
     return out
 
 
@@ -62,5 +62,5 @@ def tiny_mlm_run(tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("mlm_run")
     train(MLMConfig(out=str(run), hidden=32, layers=2, heads=2, intermediate=64, seq_len=32, short_seq_len=16,
-                    batch_size=8, steps=6, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2))
+                    batch_size=8, steps=6, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2, device="cpu"))
     return run

@@ -67,7 +67,7 @@ def run(tmp_path_factory):
     out = root / "run"
     zhserve("train", "extract", "--encoder", str(encoder), "--recipe", "cpu", "--data", str(root / "duie.json"),
             "--schema", str(schema), "--out", str(out), "--epochs", "1", "--limit", "40", "--threads", "1",
-            "--max-len", "64")
+            "--max-len", "64", "--device", "cpu")
     zhserve("export", "extract", "--run", str(out), "--models", str(root / "models"), "--data",
             str(root / "duie.json"), "--command", "tests")
     return {"root": root, "run": out, "models": root / "models", "encoder": encoder}

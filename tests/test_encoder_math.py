@@ -40,7 +40,7 @@ def exported(tmp_path_factory):
     run, models = root / "run", root / "models"
     main(["train", "math", "--encoder", str(encoder), "--data", str(data), "--dev-data", str(data), "--out", str(run),
           "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--eval-every", "1000", "--eval-problems", "4",
-          "--max-source", "120", "--max-target", "30", "--threads", "1"])
+          "--max-source", "120", "--max-target", "30", "--threads", "1", "--device", "cpu"])
     main(["export", "math", "--run", str(run), "--models", str(models), "--eval-data", str(data), "--eval-limit", "3",
           "--command", "tests"])
     return encoder, models

@@ -57,7 +57,7 @@ def exported(subset, tmp_path_factory):
     run, models = root / "run", root / "models"
     main(["train", "qa", "--encoder", str(encoder), "--data", str(path), "--out", str(run), "--epochs", "1",
           "--batch-size", "8", "--window", "64", "--stride", "40", "--max-answer", "24", "--question-tokens", "32",
-          "--eval-questions", "8", "--threads", "1"])
+          "--eval-questions", "8", "--threads", "1", "--device", "auto"])
     assert (run / "best.pt").exists() and (run / "tokenizer.json").exists()
     main(["export", "qa", "--run", str(run), "--models", str(models), "--data", str(path), "--limit", "8",
           "--command", "tests"])

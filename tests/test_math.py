@@ -176,7 +176,7 @@ def tiny_math(tiny_mlm_run, tmp_path_factory):
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     train(MathConfig(out=str(run), init=str(tiny_mlm_run), data=str(data), dev_data=str(unseen), max_positions=64,
                      max_source=48, max_target=16, batch_size=16, epochs=80, lr=3e-3, warmup=0.05, eval_every=160,
-                     eval_problems=24, threads=2))
+                     eval_problems=24, threads=2, device="cpu"))
     model, vocab, state = load_run(run)
     models = tmp_path_factory.mktemp("math_models")
     write_model(model, vocab, models, "math", {}, {"command": "tests"}, 48, 16)
@@ -193,7 +193,7 @@ def test_training_learns_templates_and_resumes(tiny_math, tiny_mlm_run):
     assert state["history"][-1]["dev_accuracy"] >= 0.75  # unseen numbers: the slots generalise
     train(MathConfig(out=str(run), init=str(tiny_mlm_run), data=str(run / "train.jsonl"), dev_data=str(unseen),
                      max_positions=64, max_source=48, max_target=16, batch_size=16, epochs=85, lr=3e-3, warmup=0.05,
-                     eval_every=160, eval_problems=24, threads=2))
+                     eval_every=160, eval_problems=24, threads=2, device="auto"))
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 340  # went on from 320
 
 

@@ -58,7 +58,7 @@ def test_pretraining_records_progress_and_resumes(tiny_mlm):
     vocab = (run / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and all(c in vocab for c in "0123456789+-*/%")
     train(MLMConfig(out=str(run), hidden=32, layers=2, heads=2, intermediate=64, seq_len=32, short_seq_len=16,
-                    batch_size=8, steps=8, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2))
+                    batch_size=8, steps=8, max_chars=30_000, vocab_size=3000, eval_every=3, threads=2, device="auto"))
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 8  # went on from 6
 
 

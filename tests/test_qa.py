@@ -137,7 +137,8 @@ def tiny_qa(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("qa_run")
     train(TrainConfig(data=[str(CMRC / "train.json")], out=str(run), hidden=16, epochs=2, batch_size=16,
-                      window=64, stride=40, max_answer=24, limit=96, eval_questions=8, threads=2, lr=1e-2))
+                      window=64, stride=40, max_answer=24, limit=96, eval_questions=8, threads=2, lr=1e-2,
+                      device="cpu"))
     models = tmp_path_factory.mktemp("qa_models")
     export(run, models, "qa", [CMRC / "train.json"], command="tests", limit=12)
     return run, models
@@ -162,7 +163,7 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
     from training.qa.train import TrainConfig, train
 
     cfg = dict(data=[str(CMRC / "train.json")], out=str(tmp_path), hidden=16, batch_size=16, window=64, stride=40,
-               max_answer=24, limit=32, eval_questions=4, threads=2)
+               max_answer=24, limit=32, eval_questions=4, threads=2, device="auto")
     train(TrainConfig(**cfg, epochs=1))
     first = torch.load(tmp_path / "last.pt", weights_only=False)
     train(TrainConfig(**cfg, epochs=2, seed=2))  # a fresh start with another seed would change epoch 1's loss

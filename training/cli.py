@@ -20,7 +20,7 @@ MODELS = str(ROOT / "models")
 
 def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[str], base: dict | None = None) -> dict:
     """One flag per config field not already on `p`, plus --recipe presets over `base` defaults (explicit flags
-    still win)."""
+    still win). A --device this host lacks is refused here (DeviceError)."""
     p.add_argument("--recipe", choices=sorted(recipes), help="preset sizes: cpu (the shipped model) or gpu")
     taken = {a.dest for a in p._actions}
     for f in fields(config):
@@ -33,6 +33,10 @@ def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[s
         p.set_defaults(**recipes[recipe])
     args = vars(p.parse_args(argv))
     args.pop("recipe")
+    if "device" in args:  # refused now, not after the data has loaded
+        from training.common.device import pick_device
+
+        pick_device(args["device"], quiet=True)
     return args
 
 
@@ -334,11 +338,12 @@ def _pick(table: dict, command: str, task: str):
 
 
 def train_main(task: str, argv: list[str]) -> None:
+    from training.common.device import DeviceError
     from training.common.encoder import EncoderError
 
     try:
         _pick(TRAIN, "train", task)(argv)
-    except EncoderError as exc:  # a --encoder folder that cannot serve: the reason, not a traceback
+    except (EncoderError, DeviceError) as exc:  # a folder that cannot serve, a --device not here: the reason
         raise SystemExit(f"zhserve train {task}: {exc}") from None
 
 

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from app.text import CharVocab
+from training.common.device import pick_device
 from training.common.schedule import learning_rate
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def resume(path: Path, net, ema, optimizer, rng: random.Random) -> dict | None:
     """Load a save_last checkpoint into the given objects and return its loop state (None: nothing to resume)."""
     if not path.exists():
         return None
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict puts it on the net's device
     net.load_state_dict(ckpt["net"])
     ema.load_state_dict(ckpt["ema"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -81,7 +82,9 @@ def fit(net, cfg, out: Path, rng: random.Random, epoch_chunks: Callable[[], list
     """The training loop of the DGCNN trainers: epochs of `epoch_chunks()` (one optimizer step each, EMA
     weights beside), the learning-rate schedule of `cfg` (lr, epochs, decay_epochs), a dev evaluation of
     both the EMA and the raw weights (`score_of` ranks them), best.pt with the better one (plus `keep`),
-    last.pt to resume from, history.json, and cfg.max_minutes counting the epochs before a resume too."""
+    last.pt to resume from, history.json, and cfg.max_minutes counting the epochs before a resume too. The net
+    (and its EMA copy) train on `pick_device(cfg.device)`; `loss_of` and `evaluate` move their tensors there."""
+    net.to(pick_device(cfg.device))
     ema = copy.deepcopy(net).eval()
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     last = out / "last.pt"

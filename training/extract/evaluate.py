@@ -69,11 +69,11 @@ class TorchPredictor:
             for b, e in enumerate(encodings):
                 ids[b, : len(e)] = e.ids
             with torch.no_grad():
-                hidden, mask = self.net.encode(torch.from_numpy(ids))
+                hidden, mask = self.net.encode(torch.from_numpy(ids).to(next(self.net.parameters()).device))
                 probs = torch.sigmoid(self.net.subject_logits(hidden, mask))
             for b, (t, e) in enumerate(zip(chunk, encodings, strict=True)):
                 n = len(e)
-                self.encoded[t] = (probs[b, :n].numpy(), hidden[b : b + 1, :n], mask[b : b + 1, :n], e.offsets)
+                self.encoded[t] = (probs[b, :n].cpu().numpy(), hidden[b : b + 1, :n], mask[b : b + 1, :n], e.offsets)
 
     def _encoding(self, text: str):
         return fitted_encoding(self.tokens, text, self.max_tokens)
@@ -84,10 +84,10 @@ class TorchPredictor:
             _, hidden, mask, _ = self.encoded[text]
             n = len(todo)
             with self.torch.no_grad():
-                subject = self.torch.tensor([[s.start, s.end] for s in todo])
+                subject = self.torch.tensor([[s.start, s.end] for s in todo], device=hidden.device)
                 logits = self.net.object_logits(hidden.expand(n, -1, -1), mask.expand(n, -1), subject)
                 probs = self.torch.sigmoid(logits)
-            for s, p in zip(todo, probs.numpy(), strict=True):
+            for s, p in zip(todo, probs.cpu().numpy(), strict=True):
                 self.objects[(text, s.start, s.end)] = p
         return [self.objects[(text, s.start, s.end)] for s in spans]
 

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from app.tasks.extract.decode import Thresholds
 from app.tasks.extract.schema import Schema
 from app.text.tokenization import Tokenization
+from training.common.device import device_of, to_device
 from training.common.encoder import save_tokenizer
 from training.common.loop import char_vocab, fit, seeded
 from training.common.paths import RUNS
@@ -53,6 +54,7 @@ class TrainConfig:
     augment: float = 0.0  # share of each epoch's sentences seen with their entities swapped for same-type ones
     init: str = ""  # start from this best.pt (same architecture) instead of random weights
     encoder: str = ""  # a pretrained Hugging Face encoder folder instead of the DGCNN (training/common/encoder.py)
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N (training/common/device.py)
 
 
 # Presets for `zhserve train extract --recipe NAME` (explicit flags still win).
@@ -117,7 +119,7 @@ def tensors(batch: list[Example], tokens: Tokenization, num_labels: int, max_len
 
 
 def loss_fn(net: DGCNNExtractor | BertExtractor, batch) -> torch.Tensor:
-    ids, s_target, o_target, subject, has_subject = batch
+    ids, s_target, o_target, subject, has_subject = to_device(batch, device_of(net))
     s_logits, o_logits = net(ids, subject)
     mask = (ids > 0).float()
     s_loss = F.binary_cross_entropy_with_logits(s_logits, s_target, reduction="none").sum(-1)
@@ -166,7 +168,7 @@ def train(cfg: TrainConfig) -> Path:
     net, tokens = build_net(cfg, len(schema.labels), train_set, out)
     config = net.config
     if cfg.init:
-        net.load_state_dict(torch.load(cfg.init, weights_only=False)["state_dict"])
+        net.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=False)["state_dict"])
     pools = entity_pools(train_set, schema)
     log.info("train %d, dev %d sentences; %d labels; %d parameters", len(train_set), len(dev_set),
              len(schema.labels), sum(p.numel() for p in net.parameters()))

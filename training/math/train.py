@@ -25,6 +25,7 @@ from tqdm import tqdm
 from app.tasks.math.text import source_ids
 from app.text import CharVocab
 from app.text.subword import SubwordTokenizer
+from training.common.device import device_of, pick_device, to_device
 from training.common.paths import RUNS
 from training.common.schedule import adamw, warmup_linear
 from training.math.data import APE_VALID, MATH23K, Problem, load, training_set
@@ -58,6 +59,7 @@ class MathConfig:
     eval_problems: int = 200
     seed: int = 1
     threads: int = 0
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N (training/common/device.py)
 
 
 RECIPES = {
@@ -122,6 +124,7 @@ def greedy(model, vocab: CharVocab, problems: list[Problem], max_target: int, ba
     """Greedy expressions (token lists), recomputing the whole sequence each step: a quick check while
     training; serving uses beam search with the expression grammar (app/tasks/math/decode.py)."""
     model.eval()
+    device = device_of(model)
     results = []
     for start in range(0, len(problems), batch):
         chunk = problems[start:start + batch]
@@ -135,8 +138,9 @@ def greedy(model, vocab: CharVocab, problems: list[Problem], max_target: int, ba
             for b, s in enumerate(seqs):
                 ids[b, :len(s)] = torch.tensor(s)
                 types[b, sources[b]:len(s)] = 1
-            hidden = hidden_states(model, ids, types, vocab.pad_id)
-            last = hidden[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
+            hidden = hidden_states(model, *to_device((ids, types), device), vocab.pad_id)
+            ends = torch.tensor([len(s) - 1 for s in seqs], device=device)
+            last = hidden[torch.arange(len(seqs), device=device), ends]
             nxt = model.cls(last).argmax(-1).tolist()
             for b, token in enumerate(nxt):
                 if not done[b]:
@@ -180,6 +184,7 @@ def build(cfg: MathConfig):
 
 
 def train(cfg: MathConfig) -> Path:
+    device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -187,7 +192,8 @@ def train(cfg: MathConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model, vocab, pieces = build(cfg)
     if cfg.warm_start:
-        model.load_state_dict(torch.load(cfg.warm_start, weights_only=False)["model"])
+        model.load_state_dict(torch.load(cfg.warm_start, map_location="cpu", weights_only=False)["model"])
+    model.to(device)  # before the optimizer: its state follows the weights
     vocab.save(out / "vocab.txt")
     if pieces is not None:
         from training.common.encoder import save_tokenizer
@@ -201,7 +207,7 @@ def train(cfg: MathConfig) -> Path:
     total = int(cfg.epochs * steps_per_epoch)
     step, elapsed, history, best = 0, 0.0, [], -1.0
     if (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", weights_only=False)
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, elapsed, history, best = state["step"], state["elapsed"], state["history"], state["best"]
@@ -230,8 +236,9 @@ def train(cfg: MathConfig) -> Path:
                 break
             for group in opt.param_groups:
                 group["lr"] = warmup_linear(progress(), cfg.lr, cfg.warmup)
-            ids, types, where, labels = collate(batch, vocab.pad_id)
-            logits = model.cls(hidden_states(model, ids, types, vocab.pad_id)[where])
+            ids, types, (rows, cols), labels = collate(batch, vocab.pad_id)
+            ids, types, rows, cols, labels = to_device((ids, types, rows, cols, labels), device)
+            logits = model.cls(hidden_states(model, ids, types, vocab.pad_id)[rows, cols])
             loss = F.cross_entropy(logits, labels)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from app.text import CharVocab
 from training.common.bert import bert_config
+from training.common.device import device_of, pick_device, to_device
 from training.common.paths import RUNS
 from training.common.schedule import adamw, warmup_linear
 
@@ -48,6 +49,7 @@ class MLMConfig:
     eval_every: int = 200
     seed: int = 1
     threads: int = 0
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N (training/common/device.py)
 
 
 RECIPES = {
@@ -101,8 +103,8 @@ def heldout_accuracy(model, stream: np.ndarray, vocab: CharVocab, cfg: MLMConfig
     for b in range(0, n, 128):
         ids = windows(stream, starts[b:b + 128], cfg.seq_len, vocab)
         inputs, chosen, labels = mask_tokens(ids, vocab, cfg.mask_prob, gen)
-        loss, logits = masked_loss(model, inputs, chosen, labels)
-        correct += int((logits.argmax(-1) == labels).sum())
+        loss, logits = masked_loss(model, *to_device((inputs, chosen, labels), device_of(model)))
+        correct += int((logits.argmax(-1).cpu() == labels).sum())
         total += len(labels)
         loss_sum += float(loss) * len(labels)
     model.train()
@@ -114,6 +116,7 @@ def train(cfg: MLMConfig) -> Path:
 
     from training.mlm.data import build
 
+    device = pick_device(cfg.device)
     out = Path(cfg.out)
     if not (out / "train.npy").exists():
         build(out, cfg.max_chars, cfg.vocab_size)
@@ -122,11 +125,11 @@ def train(cfg: MLMConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = BertForMaskedLM(bert_config(vocab, **asdict(cfg)))
+    model = BertForMaskedLM(bert_config(vocab, **asdict(cfg))).to(device)  # before the optimizer
     opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     step, elapsed, history = 0, 0.0, []
     if (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", weights_only=False)
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
@@ -154,7 +157,7 @@ def train(cfg: MLMConfig) -> Path:
         for group in opt.param_groups:
             group["lr"] = warmup_linear(progress(), cfg.lr, cfg.warmup)
         ids = windows(train_stream, rng.integers(0, len(train_stream) - length, cfg.batch_size), length, vocab)
-        loss, _ = masked_loss(model, *mask_tokens(ids, vocab, cfg.mask_prob, gen))
+        loss, _ = masked_loss(model, *to_device(mask_tokens(ids, vocab, cfg.mask_prob, gen), device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -20,6 +20,7 @@ from torch import nn
 from app.tasks.qa import pairs
 from app.tasks.qa.decode import Candidate, vote, windows
 from app.text.subword import SubwordTokenizer
+from training.common.device import device_of, to_device
 from training.qa.data import Question
 
 
@@ -133,7 +134,8 @@ class EncoderTorchReader:
         for i in range(0, len(jobs), self.batch_size):
             chunk = jobs[i : i + self.batch_size]
             with torch.no_grad():
-                probs = torch.sigmoid(self.net(*batch_arrays([r for _, _, r in chunk]))).numpy()
+                batch = to_device(batch_arrays([r for _, _, r in chunk]), device_of(self.net))
+                probs = torch.sigmoid(self.net(*batch)).cpu().numpy()
             for b, (k, w, row) in enumerate(chunk):
                 found[k].append((w, pairs.char_probs(probs[b, : len(row.token_ids)], row.offsets, w.length)))
         return [vote(q.passages, f, self.max_answer) for q, f in zip(questions, found, strict=True)]

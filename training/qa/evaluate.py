@@ -92,7 +92,9 @@ class TorchReader:
             for b, (k, w) in enumerate(chunk):
                 ps[b, : w.length] = self.vocab.encode(questions[k].passages[w.passage][w.offset : w.offset + w.length])
             with torch.no_grad():
-                probs = torch.sigmoid(self.net(torch.from_numpy(qs), torch.from_numpy(ps))).numpy()
+                device = next(self.net.parameters()).device
+                probs = torch.sigmoid(self.net(torch.from_numpy(qs).to(device),
+                                               torch.from_numpy(ps).to(device))).cpu().numpy()
             for b, (k, w) in enumerate(chunk):
                 found[k].append((w, probs[b, : w.length]))
         return [vote(q.passages, f, self.max_answer) for q, f in zip(questions, found, strict=True)]

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from app.tasks.qa.decode import question_ids
 from app.text import CharVocab
+from training.common.device import device_of, to_device
 from training.common.loop import char_vocab, fit, seeded
 from training.common.paths import DATA, RUNS
 from training.common.splits import qa_split
@@ -54,6 +55,7 @@ class TrainConfig:
     limit: int = 0  # use only the first N training questions (tests)
     encoder: str = ""  # a Hugging Face BERT-family folder: fine-tune it instead of training the DGCNN
     question_tokens: int = 64  # --encoder: [CLS] question [SEP] in word pieces, at most
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N (training/common/device.py)
 
 
 RECIPES = {
@@ -129,12 +131,14 @@ def tensors(batch: list[Sample], others: list[Sample], vocab: CharVocab, cfg: Tr
 
 
 def loss_fn(net: DGCNNReader, q_ids, p_ids, target) -> torch.Tensor:
+    q_ids, p_ids, target = to_device((q_ids, p_ids, target), device_of(net))
     mask = (p_ids > 0).float()
     loss = F.binary_cross_entropy_with_logits(net(q_ids, p_ids), target, reduction="none").sum(-1)
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
 def encoder_loss(net, ids, types, target) -> torch.Tensor:
+    ids, types, target = to_device((ids, types, target), device_of(net))
     mask = (ids > 0).float()
     loss = F.binary_cross_entropy_with_logits(net(ids, types), target, reduction="none").sum(-1)
     return (loss * mask).sum() / mask.sum().clamp(min=1)
