@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from training.common.gradient import convolution_backward_translation, with_matmul_linears
+from training.common.gradient import export_traced, with_matmul_linears
 from training.extract.model import DGCNNExtractor
 
 # The extractors this works for (DGCNNExtractor, bert_model.BertExtractor) share one interface; BERT's linears,
@@ -84,21 +84,14 @@ def example_inputs(net: DGCNNExtractor, batch: int = 3, length: int = 17):
 
 
 def export_gradient(net: DGCNNExtractor, path: Path) -> None:
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     net = net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    inputs = example_inputs(net)
-    traced = make_fx(gradient_function(TripleScore(net)), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
-    traced.eval()  # the traced graph has no dropout left; this only quiets the exporter's warning
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=net.config.max_len)
     names = ["embeddings", "mask", "subject", "object", "label", "use_object"]
     dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, {0: batch}, {0: batch}, {0: batch})
-    torch.onnx.export(traced, inputs, path, dynamo=True, external_data=False, input_names=names,
-                      output_names=["score", "gradient"], dynamic_shapes=dynamic, verbose=False,
-                      custom_translation_table={torch.ops.aten.convolution_backward.default:
-                                                convolution_backward_translation()})
+    export_traced(gradient_function(TripleScore(net)), example_inputs(net), path, names, ["score", "gradient"],
+                  dynamic)
 
 
 def gradient_stage_spec(hidden: int, num_labels: int, max_len: int) -> dict:
