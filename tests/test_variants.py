@@ -130,7 +130,7 @@ def test_the_repository_serves_the_chosen_file_within_tolerance(tiny_variants, s
     for variant in ("fp32", setting):
         repo = ModelRepository(tiny_variants, Metrics(), device="cpu", intra_op_threads=1, variant=variant)
         (handle,) = repo.discover()
-        repo.load(handle)
+        repo.open(handle)
         assert handle.error is None
         runs[variant] = (handle.variants["main"], handle.stages["main"].backend.run(ids)["y"])
     assert runs[setting][0] == expected and handle.describe()["variants"] == {"main": expected}

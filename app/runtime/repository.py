@@ -187,16 +187,6 @@ class ModelRepository:
     def open_file(self, path: Path) -> OnnxBackend:
         return OnnxBackend(path, self.device, self.threads, self.cpu_arena)
 
-    def load(self, handle: ModelHandle) -> None:
-        """Create the sessions and batchers of one model (blocking: call from a thread); failures mark it failed."""
-        if handle.state == FAILED:
-            return
-        try:
-            self.open(handle)
-        except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
-            log.exception("model %s failed to load", handle.name)
-            self.mark_failed(handle, f"{type(exc).__name__}: {exc}")
-
     def open(self, handle: ModelHandle) -> None:
         """Create the sessions and batchers of the handle's version and warm them up (blocking: call from a
         thread). Raises on failure, leaving nothing open and the repository's other handles untouched."""

@@ -6,16 +6,12 @@ serves /qa); otherwise the first of them by name. The others stay reachable thro
 
 from __future__ import annotations
 
-import logging
-
-from app.runtime.repository import FAILED, ModelHandle, ModelRepository
+from app.runtime.repository import ModelHandle
 from app.tasks.base import Task
 from app.tasks.extract import ExtractTask
 from app.tasks.math import MathTask
 from app.tasks.mlm import MLMTask
 from app.tasks.qa import QATask
-
-log = logging.getLogger(__name__)
 
 TASKS: dict[str, type[Task]] = {t.kind: t for t in (ExtractTask, QATask, MathTask, MLMTask)}
 
@@ -31,16 +27,3 @@ def build_task(handle: ModelHandle) -> Task:
     if handle.task not in TASKS:
         raise ValueError(f"{handle.config_path}: task: {handle.task!r} is not one of {sorted(TASKS)}")
     return TASKS[handle.task](handle)
-
-
-def load_task(repo: ModelRepository, handle: ModelHandle) -> Task | None:
-    """Load one model (blocking) and build its task object; None, with the model marked failed, if either fails."""
-    repo.load(handle)
-    if handle.state == FAILED:
-        return None
-    try:
-        return build_task(handle)
-    except Exception as exc:  # noqa: BLE001 - isolate: this model fails, the others go on
-        log.exception("model %s: task set-up failed", handle.name)
-        repo.mark_failed(handle, f"{type(exc).__name__}: {exc}")
-        return None

@@ -14,22 +14,25 @@ from tqdm import tqdm
 async def served_task(models: Path, task_name: str):
     """The loaded task object of the model serving `task_name`, with its batchers running; the model files
     are the ones the server would pick (ZHSERVE_VARIANT=int8 measures the int8 variant)."""
+    from app.runtime.control import ControlError, ModelControl
     from app.runtime.metrics import Metrics
     from app.runtime.repository import ModelRepository
     from app.settings import Settings
-    from app.tasks.registry import load_task, serving_model
+    from app.tasks.registry import build_task, serving_model
 
-    repo = ModelRepository(models, Metrics(), variant=Settings().variant)
+    repo, tasks = ModelRepository(models, Metrics(), variant=Settings().variant), {}
+    control = ModelControl(repo, build_task, tasks)  # the server's own way to load a model
     handle = serving_model(repo.discover(), task_name)
     if handle is None:
         raise SystemExit(f"no model for task {task_name!r} in {models}")
-    task = load_task(repo, handle)
-    if task is None:
-        raise SystemExit(f"model {handle.name} failed to load: {handle.error}")
-    repo.start(handle)
     try:
-        yield task
+        await control.load(handle.name)
+    except ControlError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        yield tasks[handle.name]
     finally:
+        await control.stop()
         await repo.stop()
 
 
