@@ -40,6 +40,14 @@ def _config_args(p: argparse.ArgumentParser, config, recipes: dict, argv: list[s
     return args
 
 
+def _trainer_args(p: argparse.ArgumentParser, config, recipes: dict, encoder_recipes: dict, argv: list[str],
+                  encoder_defaults: dict | None = None) -> dict:
+    """_config_args, where --encoder DIR brings its own recipes (and fine-tuning defaults)."""
+    if any(a == "--encoder" or a.startswith("--encoder=") for a in argv):
+        return _config_args(p, config, encoder_recipes, argv, encoder_defaults)
+    return _config_args(p, config, recipes, argv)
+
+
 # -- train --------------------------------------------------------------------------------------------------
 
 def train_embeddings(argv: list[str]) -> None:
@@ -94,8 +102,7 @@ def train_extract(argv: list[str]) -> None:
     p.add_argument("--schema", default=str(DUIE / "schema.json"))
     p.add_argument("--out", default=str(RUNS / "extract"))
     p.add_argument("--extra-train", nargs="*", default=[], help="JSON lines used for training only (e.g. SKE 2019)")
-    with_encoder = any(a == "--encoder" or a.startswith("--encoder=") for a in argv)
-    train(TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES if with_encoder else RECIPES, argv)))
+    train(TrainConfig(**_trainer_args(p, TrainConfig, RECIPES, ENCODER_RECIPES, argv)))
 
 
 def qa_config(argv: list[str]):
@@ -108,9 +115,7 @@ def qa_config(argv: list[str]):
     p.add_argument("--out", default=str(RUNS / "qa"))
     p.add_argument("--encoder", default="", help="a local Hugging Face BERT-family folder with a fast tokenizer "
                                                  "(its own recipes and fine-tuning defaults apply)")
-    if p.parse_known_args(argv)[0].encoder:
-        return TrainConfig(**_config_args(p, TrainConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
-    return TrainConfig(**_config_args(p, TrainConfig, RECIPES, argv))
+    return TrainConfig(**_trainer_args(p, TrainConfig, RECIPES, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
 
 
 def train_qa(argv: list[str]) -> None:
@@ -128,9 +133,7 @@ def math_config(argv: list[str]):
                                             "folder) as a UniLM seq2seq math solver")
     p.add_argument("--encoder", default="", help="a local Hugging Face BERT folder with a fast tokenizer, "
                                                  "fine-tuned instead of --init (its own recipes and defaults apply)")
-    if p.parse_known_args(argv)[0].encoder:
-        return MathConfig(**_config_args(p, MathConfig, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
-    return MathConfig(**_config_args(p, MathConfig, RECIPES, argv))
+    return MathConfig(**_trainer_args(p, MathConfig, RECIPES, ENCODER_RECIPES, argv, ENCODER_DEFAULTS))
 
 
 def train_math(argv: list[str]) -> None:

@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the last added is the outermost: metrics, CORS, keys, body limit, cancel on disconnect, the routes
     app.add_middleware(docs.PagePolicy)
     app.add_middleware(CancelOnDisconnect)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_v2_bytes=settings.max_v2_body_bytes)
+    max_bytes, max_v2_bytes = settings.body_limits()
+    app.add_middleware(BodyLimit, max_bytes=max_bytes, max_v2_bytes=max_v2_bytes)
     if keys:  # before the body limit: without a key, no body is read
         app.add_middleware(auth.RequireKey, keys=keys, public=public, metrics=metrics)
     if settings.cors_origins:  # outside the keys: a browser's preflight carries none, and a 401 gets CORS headers
